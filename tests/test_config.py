@@ -1,0 +1,99 @@
+import subprocess
+import sys
+
+import pytest
+
+from dped.config import Config, ConfigError, parse_override, preset
+
+
+def test_paper_preset_is_the_original_code():
+    cfg = preset("paper")
+    assert (cfg.norm, cfg.head) == ("instance", "tanh")
+    assert (cfg.w_content, cfg.w_color, cfg.w_texture, cfg.w_tv) == (10, 0.5, 1, 2000)
+    assert (cfg.learning_rate, cfg.batch_size, cfg.num_iters, cfg.eval_every) == (
+        5e-4, 50, 20000, 1000)
+    assert cfg.augment is False
+
+
+def test_seed_preset_applies_the_five_modifications():
+    paper, seed = preset("paper"), preset("seed")
+    assert (seed.norm, seed.head, seed.augment, seed.learning_rate) == (
+        "none", "conv1x1", True, 1e-4)
+    # Content weighted highest, color next (see README: "Loss weights of the seed preset").
+    assert seed.w_content > seed.w_color > 0
+    assert set(paper.diff(seed)) == {
+        "name", "norm", "head", "w_content", "w_color", "w_texture", "w_tv", "augment",
+        "learning_rate"}
+
+
+@pytest.mark.parametrize("name", ["paper", "seed"])
+def test_yaml_round_trip_is_exact(tmp_path, name):
+    cfg = preset(name).replace(learning_rate=3.3e-5, seed=7, vgg_weights="random")
+    path = tmp_path / "run.yaml"
+    cfg.dump_yaml(path)
+    again = Config.from_yaml(path)
+    assert again == cfg
+    assert again.to_yaml() == path.read_text()
+
+
+def test_yaml_builds_on_a_preset_with_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("preset: seed\nlearning_rate: 1e-3\nbatch_size: 8\n")
+    cfg = Config.from_yaml(path)
+    assert cfg == preset("seed").replace(learning_rate=1e-3, batch_size=8)
+    assert isinstance(cfg.learning_rate, float)
+
+
+def test_unknown_key_names_the_closest_valid_one(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("preset: seed\nlearning_rat: 1e-3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'learning_rat'.*'learning_rate'"):
+        Config.from_yaml(path)
+    with pytest.raises(ConfigError, match="did you mean 'w_color'"):
+        preset("paper").replace(w_colour=1.0)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"norm": "layer"}, "norm: expected one of instance | batch | none"),
+    ({"head": "sigmoid"}, "head: expected one of tanh | conv1x1"),
+    ({"batch_size": "fifty"}, "batch_size: expected int"),
+    ({"augment": "yes"}, "augment: expected bool"),
+    ({"batch_size": 0}, "batch_size: expected a positive value"),
+    ({"learning_rate": -1.0}, "learning_rate: expected a positive value"),
+    ({"blur_size": 20}, "blur_size: expected an odd kernel side"),
+])
+def test_bad_values_are_clear_errors(change, message):
+    with pytest.raises(ConfigError, match=message):
+        preset("paper").replace(**change)
+
+
+def test_bad_files_and_presets(tmp_path):
+    with pytest.raises(ConfigError, match="no config file at .*missing.yaml"):
+        Config.from_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        Config.from_yaml(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="unknown preset 'sed': expected one of paper, seed"):
+        preset("sed")
+
+
+def test_overrides_parse_as_yaml_values():
+    assert parse_override("learning_rate=1e-4") == ("learning_rate", "1e-4")
+    assert preset("paper").replace(**dict([parse_override("learning_rate=1e-4")])).learning_rate == 1e-4
+    assert parse_override("augment=true") == ("augment", True)
+    with pytest.raises(ConfigError, match="expected key=value"):
+        parse_override("learning_rate")
+    with pytest.raises(ConfigError, match="did you mean 'batch_size'"):
+        parse_override("batchsize=4")
+
+
+def test_every_field_has_a_one_line_doc():
+    for name in Config().to_dict():
+        doc = Config.doc(name)
+        assert doc and "\n" not in doc
+
+
+def test_config_does_not_import_tensorflow():
+    code = "import sys, dped.config; print('tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

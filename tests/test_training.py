@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from dped.config import preset
+from dped.training import DPEDModel
+
+
+def fixed_batch(batch=4, size=100):
+    rng = np.random.default_rng(0)
+    dslr = rng.random((batch, size, size, 3), dtype=np.float32)
+    phone = (0.7 * dslr ** 1.4).astype(np.float32)
+    return phone, dslr
+
+
+@pytest.mark.parametrize("name", ["paper", "seed"])
+def test_one_step_changes_weights_and_lowers_the_generator_loss(name):
+    cfg = preset(name).replace(batch_size=4, vgg_weights="random")
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model = DPEDModel(cfg)
+    assert model.vgg_random
+    phone, dslr = fixed_batch()
+    swaps = np.array([0, 1, 0, 1])
+    before, _ = model.loss_terms(phone, dslr, is_dslr=swaps)
+    g_before = [w.numpy().copy() for w in model.generator.trainable_weights]
+    d_before = [w.numpy().copy() for w in model.discriminator.trainable_weights]
+
+    logs = model.train_step(phone, dslr)
+
+    assert set(logs) == {"content", "color", "texture", "tv", "generator", "discriminator",
+                         "d_accuracy"}
+    assert all(np.isfinite(float(v)) for v in logs.values())
+    for old, new in zip(g_before, model.generator.trainable_weights):
+        assert not np.array_equal(old, new.numpy()), new.path
+    assert any(not np.array_equal(o, n.numpy())
+               for o, n in zip(d_before, model.discriminator.trainable_weights))
+    after, _ = model.loss_terms(phone, dslr, is_dslr=swaps)
+    assert float(after["generator"]) < float(before["generator"])
