@@ -53,13 +53,20 @@ def measure(cfg: Config, batches: int = 3) -> dict[str, dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key of both presets (e.g. vgg_weights=random)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of both presets (e.g. vgg_weights=random)",
+    )
     parser.add_argument("--batches", type=int, default=3)
     args = parser.parse_args(argv)
     overrides = dict(parse_override(s) for s in args.set)
-    print(f"{'preset':6} {'term':8} {'|init|':>10} {'|identity|':>10} {'weight':>8} "
-          f"{'w*|init|':>10} {'w*|identity|':>12}")
+    print(
+        f"{'preset':6} {'term':8} {'|init|':>10} {'|identity|':>10} {'weight':>8} "
+        f"{'w*|init|':>10} {'w*|identity|':>12}"
+    )
     for name in ("paper", "seed"):
         cfg = preset(name).replace(**overrides)
         values = measure(cfg, args.batches)

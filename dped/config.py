@@ -33,9 +33,11 @@ class Config:
     name: str = _f("paper", "run name, used for the results folder")
     # --- generator (the ablation axes of modifications 1 and 2) ---
     norm: Literal["instance", "batch", "none"] = _f(
-        "instance", "normalisation after each residual-block convolution")
+        "instance", "normalisation after each residual-block convolution"
+    )
     head: Literal["tanh", "conv1x1"] = _f(
-        "tanh", "output head: tanh(conv9x9)*0.58+0.5 (original) or a linear 1x1 conv")
+        "tanh", "output head: tanh(conv9x9)*0.58+0.5 (original) or a linear 1x1 conv"
+    )
     filters: int = _f(64, "channels of every hidden generator layer")
     res_blocks: int = _f(4, "number of residual blocks in the generator")
     # --- losses (modification 3) ---
@@ -48,7 +50,8 @@ class Config:
     blur_nsig: float = _f(3.0, "the Gaussian kernel spans +-blur_nsig standard deviations")
     vgg_weights: str = _f(
         "vgg_pretrained/imagenet-vgg-verydeep-19.mat",
-        "VGG-19 weights: a MatConvNet .mat, a Keras .h5, 'imagenet' (Keras download) or 'random'")
+        "VGG-19 weights: a MatConvNet .mat, a Keras .h5, 'imagenet' (Keras download) or 'random'",
+    )
     # --- optimisation (modifications 4 and 5) ---
     learning_rate: float = _f(5e-4, "Adam learning rate of generator and discriminator")
     batch_size: int = _f(50, "patch pairs per training iteration")
@@ -95,10 +98,14 @@ class Config:
     def from_yaml(cls, path: str | Path) -> Config:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"no config file at {path}: give a YAML file such as experiments/seed.yaml")
+            raise ConfigError(
+                f"no config file at {path}: give a YAML file such as experiments/seed.yaml"
+            )
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of key: value, got {type(data).__name__}")
+            raise ConfigError(
+                f"{path}: expected a mapping of key: value, got {type(data).__name__}"
+            )
         try:
             return cls.from_dict(data)
         except ConfigError as err:
@@ -125,7 +132,7 @@ def _known(key: str) -> str:
 
 def _check_types(cfg: Config) -> None:
     hints = typing.get_type_hints(Config)
-    for name, f in _fields().items():
+    for name in _fields():
         value, kind = getattr(cfg, name), hints[name]
         if get_origin(kind) is Literal:
             if value not in get_args(kind):
@@ -137,7 +144,8 @@ def _check_types(cfg: Config) -> None:
             object.__setattr__(cfg, name, value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(
-                f"{name}: expected {kind.__name__}, got {value!r} ({type(value).__name__})")
+                f"{name}: expected {kind.__name__}, got {value!r} ({type(value).__name__})"
+            )
 
 
 def _as_float(value: Any) -> Any:
@@ -177,11 +185,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "seed": {
         "name": "seed",
-        "norm": "none",          # (1) no normalisation layers
-        "head": "conv1x1",       # (2) a 1x1 convolution instead of the final tanh layer
-        **SEED_WEIGHTS,          # (3) loss weights rescaled to comparable ranges
-        "augment": True,         # (4) flip/rotate augmentation
-        "learning_rate": 1e-4,   # (5) learning rate 5e-4 -> 1e-4
+        "norm": "none",  # (1) no normalisation layers
+        "head": "conv1x1",  # (2) a 1x1 convolution instead of the final tanh layer
+        **SEED_WEIGHTS,  # (3) loss weights rescaled to comparable ranges
+        "augment": True,  # (4) flip/rotate augmentation
+        "learning_rate": 1e-4,  # (5) learning rate 5e-4 -> 1e-4
     },
 }
 

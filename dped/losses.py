@@ -53,8 +53,9 @@ def total_variation_loss(enhanced: tf.Tensor) -> tf.Tensor:
     dx = enhanced[:, :, 1:, :] - enhanced[:, :, :-1, :]
     batch = tf.cast(tf.shape(enhanced)[0], enhanced.dtype)
     per_image = lambda t: tf.cast(tf.reduce_prod(tf.shape(t)[1:]), t.dtype)  # noqa: E731
-    return (tf.reduce_sum(tf.square(dx)) / per_image(dx)
-            + tf.reduce_sum(tf.square(dy)) / per_image(dy)) / batch
+    return (
+        tf.reduce_sum(tf.square(dx)) / per_image(dx) + tf.reduce_sum(tf.square(dy)) / per_image(dy)
+    ) / batch
 
 
 def to_gray(images: tf.Tensor) -> tf.Tensor:

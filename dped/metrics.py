@@ -67,17 +67,32 @@ def _as64(images) -> tf.Tensor:
     return tf.cast(images, tf.float64)
 
 
-def ssim(enhanced, dslr, max_val: float = 1.0, filter_size: int = 11, filter_sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03) -> tf.Tensor:
+def ssim(
+    enhanced,
+    dslr,
+    max_val: float = 1.0,
+    filter_size: int = 11,
+    filter_sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> tf.Tensor:
     """Single-scale SSIM with the original's Gaussian window (11, sigma 1.5), batch mean."""
-    value, _ = _ssim_and_cs(_as64(enhanced), _as64(dslr), max_val, filter_size, filter_sigma,
-                            k1, k2)
+    value, _ = _ssim_and_cs(
+        _as64(enhanced), _as64(dslr), max_val, filter_size, filter_sigma, k1, k2
+    )
     return tf.cast(value, tf.float32)
 
 
-def ms_ssim(enhanced, dslr, max_val: float = 1.0, filter_size: int = 11,
-            filter_sigma: float = 1.5, k1: float = 0.01, k2: float = 0.03,
-            weights: tuple[float, ...] = MS_SSIM_WEIGHTS) -> tf.Tensor:
+def ms_ssim(
+    enhanced,
+    dslr,
+    max_val: float = 1.0,
+    filter_size: int = 11,
+    filter_sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    weights: tuple[float, ...] = MS_SSIM_WEIGHTS,
+) -> tf.Tensor:
     """The original MultiScaleSSIM: prod(cs_i^w_i, i < last) * ssim_last^w_last."""
     im1, im2 = _as64(enhanced), _as64(dslr)
     ssims, css = [], []

@@ -56,8 +56,14 @@ class ScaledTanh(layers.Layer):
 
 def _conv(filters: int, size: int, name: str, strides: int = 1) -> layers.Conv2D:
     return layers.Conv2D(
-        filters, size, strides=strides, padding="same", name=name,
-        kernel_initializer=_KERNEL_INIT, bias_initializer=_BIAS_INIT)
+        filters,
+        size,
+        strides=strides,
+        padding="same",
+        name=name,
+        kernel_initializer=_KERNEL_INIT,
+        bias_initializer=_BIAS_INIT,
+    )
 
 
 def _norm(kind: str, name: str) -> layers.Layer:
@@ -69,7 +75,10 @@ def _norm(kind: str, name: str) -> layers.Layer:
 
 
 def build_generator(
-    norm: str = "instance", head: str = "tanh", filters: int = 64, res_blocks: int = 4,
+    norm: str = "instance",
+    head: str = "tanh",
+    filters: int = 64,
+    res_blocks: int = 4,
     name: str = "generator",
 ) -> keras.Model:
     """The DPED ResNet: conv9x9, `res_blocks` residual blocks, two conv3x3, an output head.

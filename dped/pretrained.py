@@ -18,7 +18,8 @@ import numpy as np
 ORIGINAL_MODELS = ("iphone_orig", "blackberry_orig", "sony_orig")
 WHERE_TO_GET = (
     "the authors' repository aiff22/DPED ships them in models_orig/ "
-    "(<name>.index and <name>.data-00000-of-00001)")
+    "(<name>.index and <name>.data-00000-of-00001)"
+)
 
 
 class CheckpointError(FileNotFoundError):
@@ -49,7 +50,8 @@ def resolve_checkpoint(model: str, weights_dir: str | os.PathLike | None = None)
         if not folder:
             raise CheckpointError(
                 f"original model '{model}' needs its weights folder: pass weights_dir or set "
-                f"DPED_WEIGHTS_DIR to the folder holding {model}.index; {WHERE_TO_GET}")
+                f"DPED_WEIGHTS_DIR to the folder holding {model}.index; {WHERE_TO_GET}"
+            )
         prefix = Path(folder) / model
     else:
         prefix = Path(model)
@@ -68,7 +70,8 @@ def read_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray]:
     except Exception as err:  # TF raises a bare DataLossError/NotFoundError on bad files
         raise CheckpointError(
             f"cannot read TF checkpoint {prefix}: {type(err).__name__}: "
-            f"{str(err).splitlines()[0]}; {WHERE_TO_GET}") from None
+            f"{str(err).splitlines()[0]}; {WHERE_TO_GET}"
+        ) from None
     return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()}
 
 
@@ -78,7 +81,8 @@ def _res_blocks(tensors: dict[str, np.ndarray]) -> int:
 
 
 def load_original_weights(
-    generator: keras.Model, prefix: str | os.PathLike,
+    generator: keras.Model,
+    prefix: str | os.PathLike,
     tensors: dict[str, np.ndarray] | None = None,
 ) -> keras.Model:
     """Copy an original checkpoint into a generator built with norm='instance', head='tanh'."""
@@ -88,18 +92,21 @@ def load_original_weights(
     missing = sorted(set(mapping) - set(tensors))
     if missing or res_blocks < 1:
         raise CheckpointError(
-            f"{prefix} is not an original DPED generator checkpoint: missing {missing[:5]}")
+            f"{prefix} is not an original DPED generator checkpoint: missing {missing[:5]}"
+        )
     for key, (layer_name, role) in mapping.items():
         try:
             variable = getattr(generator.get_layer(layer_name), role)
         except (ValueError, AttributeError):
             raise CheckpointError(
                 f"{prefix} needs a generator with norm='instance', head='tanh' and "
-                f"{res_blocks} residual blocks (no layer {layer_name}.{role} here)") from None
+                f"{res_blocks} residual blocks (no layer {layer_name}.{role} here)"
+            ) from None
         if tuple(variable.shape) != tensors[key].shape:
             raise CheckpointError(
                 f"{prefix}: {key} has shape {tensors[key].shape}, but {layer_name}.{role} "
-                f"expects {tuple(variable.shape)}")
+                f"expects {tuple(variable.shape)}"
+            )
         variable.assign(tensors[key])
     return generator
 

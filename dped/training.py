@@ -35,8 +35,9 @@ class DPEDModel(tf.Module):
     def _swap(self, batch: tf.Tensor) -> tf.Tensor:
         return self.swaps.uniform([batch], 0, 2, dtype=tf.int32)
 
-    def loss_terms(self, phone, dslr, dslr_features=None, is_dslr=None, training=False,
-                   enhance=None):
+    def loss_terms(
+        self, phone, dslr, dslr_features=None, is_dslr=None, training=False, enhance=None
+    ):
         """{content, color, texture, tv, generator} for one batch, and the enhanced images.
 
         `enhance` replaces the generator (calibration measures the identity mapping with it).
@@ -48,7 +49,8 @@ class DPEDModel(tf.Module):
         if is_dslr is None:
             is_dslr = self._swap(tf.shape(phone)[0])
         probs = self.discriminator(
-            losses.discriminator_input(enhanced, dslr, is_dslr), training=False)
+            losses.discriminator_input(enhanced, dslr, is_dslr), training=False
+        )
         terms = {
             "content": losses.content_loss(self.vgg(enhanced, training=False), dslr_features),
             "color": losses.color_loss(enhanced, dslr, self.blur_kernel),
@@ -72,7 +74,8 @@ class DPEDModel(tf.Module):
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
             probs = self.discriminator(
-                losses.discriminator_input(enhanced, dslr, is_dslr), training=True)
+                losses.discriminator_input(enhanced, dslr, is_dslr), training=True
+            )
             d_loss = losses.discriminator_loss(probs, is_dslr)
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
         terms["discriminator"] = d_loss

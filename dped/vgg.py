@@ -32,7 +32,8 @@ LAYERS = tuple(
 CONV_LAYERS = tuple(n for n in LAYERS if n.startswith("conv"))
 MAT_URL_HINT = (
     "download imagenet-vgg-verydeep-19.mat (MatConvNet's pretrained VGG-19, ~550 MB, linked "
-    "from the DPED authors' README and MatConvNet's pretrained-models page)")
+    "from the DPED authors' README and MatConvNet's pretrained-models page)"
+)
 H5_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
 H5_HINT = f"get {H5_NAME} from the keras-applications release files, or use vgg_weights=imagenet"
 
@@ -51,8 +52,10 @@ def load_mat(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]
 
     path = Path(path)
     if not path.is_file():
-        raise VGGWeightsError(f"no VGG-19 weights at {path}: {MAT_URL_HINT} and put it there, "
-                              "or set vgg_weights to its path")
+        raise VGGWeightsError(
+            f"no VGG-19 weights at {path}: {MAT_URL_HINT} and put it there, "
+            "or set vgg_weights to its path"
+        )
     try:
         entries = scipy.io.loadmat(str(path))["layers"][0]
         weights = {}
@@ -64,7 +67,8 @@ def load_mat(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]
     except Exception as err:
         raise VGGWeightsError(
             f"{path} is not MatConvNet's imagenet-vgg-verydeep-19.mat "
-            f"({type(err).__name__}: {err}); {MAT_URL_HINT}") from None
+            f"({type(err).__name__}: {err}); {MAT_URL_HINT}"
+        ) from None
     return weights
 
 
@@ -82,12 +86,14 @@ def load_h5(path: str | os.PathLike) -> dict[str, tuple[np.ndarray, np.ndarray]]
             for name in CONV_LAYERS:
                 block, index = name[4], name[6]
                 group = root[f"block{block}_conv{index}"]
-                kernel_key, bias_key = (k.decode() if isinstance(k, bytes) else k
-                                        for k in group.attrs["weight_names"])
+                kernel_key, bias_key = (
+                    k.decode() if isinstance(k, bytes) else k for k in group.attrs["weight_names"]
+                )
                 weights[name] = (np.asarray(group[kernel_key]), np.asarray(group[bias_key]))
     except Exception as err:
         raise VGGWeightsError(
-            f"{path} is not Keras' {H5_NAME} ({type(err).__name__}: {err}); {H5_HINT}") from None
+            f"{path} is not Keras' {H5_NAME} ({type(err).__name__}: {err}); {H5_HINT}"
+        ) from None
     kernel, bias = weights["conv1_1"]
     # Keras' weights come from Caffe, trained on BGR: reverse the first layer's input channels.
     weights["conv1_1"] = (kernel[:, :, ::-1, :].copy(), bias)
@@ -111,7 +117,9 @@ def load_weights(spec: str, seed: int = 0) -> tuple[dict, bool]:
     if spec == "random":
         warnings.warn(
             "VGG-19 has RANDOM weights (vgg_weights: random): the content loss compares random "
-            "features, not ImageNet ones; results are flagged vgg_random=True", stacklevel=2)
+            "features, not ImageNet ones; results are flagged vgg_random=True",
+            stacklevel=2,
+        )
         return random_weights(seed), True
     if spec == "imagenet":
         from keras.src.applications.vgg19 import WEIGHTS_PATH_NO_TOP
@@ -121,7 +129,8 @@ def load_weights(spec: str, seed: int = 0) -> tuple[dict, bool]:
         except Exception as err:
             raise VGGWeightsError(
                 f"vgg_weights=imagenet: Keras could not fetch {H5_NAME} ({err}); with no network, "
-                f"put the file in ~/.keras/models/ or give its path as vgg_weights") from None
+                f"put the file in ~/.keras/models/ or give its path as vgg_weights"
+            ) from None
         return load_h5(path), False
     suffix = Path(spec).suffix.lower()
     if suffix == ".mat":
@@ -129,7 +138,8 @@ def load_weights(spec: str, seed: int = 0) -> tuple[dict, bool]:
     if suffix == ".h5":
         return load_h5(spec), False
     raise VGGWeightsError(
-        f"vgg_weights={spec!r}: expected a .mat or .h5 path, 'imagenet' or 'random'")
+        f"vgg_weights={spec!r}: expected a .mat or .h5 path, 'imagenet' or 'random'"
+    )
 
 
 def build_vgg(weights: dict, layer: str = "relu5_4", name: str = "vgg19") -> keras.Model:

@@ -23,8 +23,10 @@ def reference() -> Path:
     """The original authors' checkpoints and golden outputs (never copied into the repo)."""
     folder = reference_dir()
     if not (folder / "manifest.json").is_file():
-        reason = (f"reference folder {folder} not found: set DPED_REFERENCE_DIR to the folder "
-                  "with the original authors' golden outputs")
+        reason = (
+            f"reference folder {folder} not found: set DPED_REFERENCE_DIR to the folder "
+            "with the original authors' golden outputs"
+        )
         if os.environ.get("DPED_REQUIRE_REFERENCE") == "1":
             pytest.fail(reason + " (DPED_REQUIRE_REFERENCE=1)")
         pytest.skip(reason)
@@ -35,16 +37,21 @@ def reference() -> Path:
 def fake_vgg_mat(reference, tmp_path_factory) -> Path:
     """The fake (random-weight) imagenet-vgg-verydeep-19.mat that the golden content loss used."""
     out = tmp_path_factory.mktemp("vgg") / "imagenet-vgg-verydeep-19.mat"
-    subprocess.run([sys.executable, str(reference / "make_fake_vgg_mat.py"), str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(reference / "make_fake_vgg_mat.py"), str(out)],
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 @pytest.fixture
 def parity():
     """record(what, item, value, tolerance): printed in the summary of every test run."""
+
     def record(what: str, item: str, value: float, tolerance: float) -> None:
         PARITY.append((what, item, value, tolerance))
+
     return record
 
 

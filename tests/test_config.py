@@ -11,19 +11,35 @@ def test_paper_preset_is_the_original_code():
     assert (cfg.norm, cfg.head) == ("instance", "tanh")
     assert (cfg.w_content, cfg.w_color, cfg.w_texture, cfg.w_tv) == (10, 0.5, 1, 2000)
     assert (cfg.learning_rate, cfg.batch_size, cfg.num_iters, cfg.eval_every) == (
-        5e-4, 50, 20000, 1000)
+        5e-4,
+        50,
+        20000,
+        1000,
+    )
     assert cfg.augment is False
 
 
 def test_seed_preset_applies_the_five_modifications():
     paper, seed = preset("paper"), preset("seed")
     assert (seed.norm, seed.head, seed.augment, seed.learning_rate) == (
-        "none", "conv1x1", True, 1e-4)
+        "none",
+        "conv1x1",
+        True,
+        1e-4,
+    )
     # Content weighted highest, color next (see README: "Loss weights of the seed preset").
     assert seed.w_content > seed.w_color > 0
     assert set(paper.diff(seed)) == {
-        "name", "norm", "head", "w_content", "w_color", "w_texture", "w_tv", "augment",
-        "learning_rate"}
+        "name",
+        "norm",
+        "head",
+        "w_content",
+        "w_color",
+        "w_texture",
+        "w_tv",
+        "augment",
+        "learning_rate",
+    }
 
 
 @pytest.mark.parametrize("name", ["paper", "seed"])
@@ -53,15 +69,18 @@ def test_unknown_key_names_the_closest_valid_one(tmp_path):
         preset("paper").replace(w_colour=1.0)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"norm": "layer"}, "norm: expected one of instance | batch | none"),
-    ({"head": "sigmoid"}, "head: expected one of tanh | conv1x1"),
-    ({"batch_size": "fifty"}, "batch_size: expected int"),
-    ({"augment": "yes"}, "augment: expected bool"),
-    ({"batch_size": 0}, "batch_size: expected a positive value"),
-    ({"learning_rate": -1.0}, "learning_rate: expected a positive value"),
-    ({"blur_size": 20}, "blur_size: expected an odd kernel side"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"norm": "layer"}, "norm: expected one of instance | batch | none"),
+        ({"head": "sigmoid"}, "head: expected one of tanh | conv1x1"),
+        ({"batch_size": "fifty"}, "batch_size: expected int"),
+        ({"augment": "yes"}, "augment: expected bool"),
+        ({"batch_size": 0}, "batch_size: expected a positive value"),
+        ({"learning_rate": -1.0}, "learning_rate: expected a positive value"),
+        ({"blur_size": 20}, "blur_size: expected an odd kernel side"),
+    ],
+)
 def test_bad_values_are_clear_errors(change, message):
     with pytest.raises(ConfigError, match=message):
         preset("paper").replace(**change)
@@ -79,7 +98,10 @@ def test_bad_files_and_presets(tmp_path):
 
 def test_overrides_parse_as_yaml_values():
     assert parse_override("learning_rate=1e-4") == ("learning_rate", "1e-4")
-    assert preset("paper").replace(**dict([parse_override("learning_rate=1e-4")])).learning_rate == 1e-4
+    assert (
+        preset("paper").replace(**dict([parse_override("learning_rate=1e-4")])).learning_rate
+        == 1e-4
+    )
     assert parse_override("augment=true") == ("augment", True)
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_override("learning_rate")

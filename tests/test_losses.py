@@ -15,19 +15,27 @@ def set_a(reference):
     golden = json.loads((reference / "losses_golden.json").read_text())["set_A"]
     dslr = iio.imread(reference / golden["dslr_source"]).astype(np.float32) / 255.0
     enhanced = np.clip(np.load(reference / golden["enhanced_source"]), 0.0, 1.0)
-    crop = lambda im: np.stack([im[r:r + 100, c:c + 100] for r, c in golden["positions"]])  # noqa: E731
+    crop = lambda im: np.stack([im[r : r + 100, c : c + 100] for r, c in golden["positions"]])  # noqa: E731
     return golden, crop(enhanced), crop(dslr)
 
 
 def check(parity, name, value, expected, tolerance):
     error = abs(float(value) - expected) / abs(expected)
-    parity("relative error, set A", f"{name}: {float(value):.6g} vs {expected:.6g}", error, tolerance)
+    parity(
+        "relative error, set A", f"{name}: {float(value):.6g} vs {expected:.6g}", error, tolerance
+    )
     assert error <= tolerance, name
 
 
 def test_color_tv_psnr_ms_ssim_match_the_original(set_a, parity):
     golden, enhanced, dslr = set_a
-    check(parity, "color", losses.color_loss(enhanced, dslr, losses.gauss_kernel()), golden["color"], 1e-4)
+    check(
+        parity,
+        "color",
+        losses.color_loss(enhanced, dslr, losses.gauss_kernel()),
+        golden["color"],
+        1e-4,
+    )
     check(parity, "tv", losses.total_variation_loss(enhanced), golden["tv"], 1e-4)
     check(parity, "psnr", metrics.psnr(enhanced, dslr), golden["psnr"], 1e-4)
     check(parity, "ms_ssim", metrics.ms_ssim(enhanced, dslr), golden["ms_ssim"], 1e-4)
@@ -63,10 +71,16 @@ def test_losses_vanish_where_they_should():
 def test_texture_loss_is_minus_the_summed_cross_entropy():
     probs = tf.constant([[0.5, 0.5]] * 4)
     is_dslr = tf.constant([0, 1, 0, 1])
-    np.testing.assert_allclose(float(losses.discriminator_loss(probs, is_dslr)), 4 * np.log(2), rtol=1e-6)
-    np.testing.assert_allclose(float(losses.texture_loss(probs, is_dslr)), -4 * np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(losses.discriminator_loss(probs, is_dslr)), 4 * np.log(2), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        float(losses.texture_loss(probs, is_dslr)), -4 * np.log(2), rtol=1e-6
+    )
     sure = tf.constant([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
-    assert float(losses.discriminator_accuracy(sure, tf.constant([0, 1, 0]))) == pytest.approx(2 / 3)
+    assert float(losses.discriminator_accuracy(sure, tf.constant([0, 1, 0]))) == pytest.approx(
+        2 / 3
+    )
 
 
 def test_discriminator_input_swaps_per_patch():
@@ -82,7 +96,9 @@ def test_weighted_sum_uses_the_config_weights():
     terms = {"content": 2.0, "color": 3.0, "texture": -4.0, "tv": 0.5}
     cfg = preset("paper")
     expected = 10 * 2.0 + 0.5 * 3.0 + 1 * -4.0 + 2000 * 0.5
-    assert float(losses.weighted_sum({k: tf.constant(v) for k, v in terms.items()}, cfg)) == expected
+    assert (
+        float(losses.weighted_sum({k: tf.constant(v) for k, v in terms.items()}, cfg)) == expected
+    )
 
 
 def test_ssim_matches_tensorflow_on_equal_sized_images():

@@ -61,7 +61,12 @@ def test_discriminator_matches_the_original_layout():
     disc = build_discriminator()
     convs = [lay for lay in disc.layers if isinstance(lay, keras.layers.Conv2D)]
     assert [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs] == [
-        (48, 11, 4), (128, 5, 2), (192, 3, 1), (192, 3, 1), (128, 3, 2)]
+        (48, 11, 4),
+        (128, 5, 2),
+        (192, 3, 1),
+        (192, 3, 1),
+        (128, 3, 2),
+    ]
     norms = [lay.name for lay in disc.layers if isinstance(lay, InstanceNormalization)]
     assert norms == ["d_norm2", "d_norm3", "d_norm4", "d_norm5"]
     assert disc.get_layer("d_flat").output.shape[-1] == 128 * 7 * 7
@@ -71,10 +76,13 @@ def test_discriminator_matches_the_original_layout():
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"norm": "layer"}, "norm: expected one of instance | batch | none, got 'layer'"),
-    ({"head": "sigmoid"}, "head: expected one of tanh | conv1x1, got 'sigmoid'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"norm": "layer"}, "norm: expected one of instance | batch | none, got 'layer'"),
+        ({"head": "sigmoid"}, "head: expected one of tanh | conv1x1, got 'sigmoid'"),
+    ],
+)
 def test_bad_architecture_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_generator(**kwargs)

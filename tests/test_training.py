@@ -8,7 +8,7 @@ from dped.training import DPEDModel
 def fixed_batch(batch=4, size=100):
     rng = np.random.default_rng(0)
     dslr = rng.random((batch, size, size, 3), dtype=np.float32)
-    phone = (0.7 * dslr ** 1.4).astype(np.float32)
+    phone = (0.7 * dslr**1.4).astype(np.float32)
     return phone, dslr
 
 
@@ -26,12 +26,21 @@ def test_one_step_changes_weights_and_lowers_the_generator_loss(name):
 
     logs = model.train_step(phone, dslr)
 
-    assert set(logs) == {"content", "color", "texture", "tv", "generator", "discriminator",
-                         "d_accuracy"}
+    assert set(logs) == {
+        "content",
+        "color",
+        "texture",
+        "tv",
+        "generator",
+        "discriminator",
+        "d_accuracy",
+    }
     assert all(np.isfinite(float(v)) for v in logs.values())
     for old, new in zip(g_before, model.generator.trainable_weights):
         assert not np.array_equal(old, new.numpy()), new.path
-    assert any(not np.array_equal(o, n.numpy())
-               for o, n in zip(d_before, model.discriminator.trainable_weights))
+    assert any(
+        not np.array_equal(o, n.numpy())
+        for o, n in zip(d_before, model.discriminator.trainable_weights)
+    )
     after, _ = model.loss_terms(phone, dslr, is_dslr=swaps)
     assert float(after["generator"]) < float(before["generator"])

@@ -60,17 +60,27 @@ def test_imagenet_uses_keras_cache(tmp_path, monkeypatch, mat_weights):
 def test_imagenet_offline_is_a_clear_error(monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("network unreachable")
+
     monkeypatch.setattr(vgg.keras.utils, "get_file", offline)
-    with pytest.raises(vgg.VGGWeightsError, match="could not fetch .*put the file in ~/.keras/models"):
+    with pytest.raises(
+        vgg.VGGWeightsError, match="could not fetch .*put the file in ~/.keras/models"
+    ):
         vgg.load_weights("imagenet")
 
 
 def test_missing_files_say_where_to_get_them(tmp_path):
-    with pytest.raises(vgg.VGGWeightsError, match=f"no VGG-19 weights at {tmp_path}/x.mat: download imagenet-vgg-verydeep-19.mat"):
+    with pytest.raises(
+        vgg.VGGWeightsError,
+        match=f"no VGG-19 weights at {tmp_path}/x.mat: download imagenet-vgg-verydeep-19.mat",
+    ):
         vgg.load_weights(str(tmp_path / "x.mat"))
-    with pytest.raises(vgg.VGGWeightsError, match=f"no VGG-19 weights at {tmp_path}/x.h5: get {vgg.H5_NAME}"):
+    with pytest.raises(
+        vgg.VGGWeightsError, match=f"no VGG-19 weights at {tmp_path}/x.h5: get {vgg.H5_NAME}"
+    ):
         vgg.load_weights(str(tmp_path / "x.h5"))
-    with pytest.raises(vgg.VGGWeightsError, match="expected a .mat or .h5 path, 'imagenet' or 'random'"):
+    with pytest.raises(
+        vgg.VGGWeightsError, match="expected a .mat or .h5 path, 'imagenet' or 'random'"
+    ):
         vgg.load_weights("vgg19.pth")
 
 

@@ -1,0 +1,44 @@
+# dped: `make help` lists the targets. Everything runs inside .venv (made by `make setup`).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export DPED_REFERENCE_DIR ?= $(abspath ../shared/reference)
+
+.PHONY: help setup test parity lint format calibrate clean
+
+help: ## list the targets
+	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv with venv + pip and install dped[dev] (idempotent)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; \
+		sys.exit(0 if (3, 10) <= v <= (3, 12) else f"dped needs Python 3.10-3.12, {sys.executable} is {v}")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+test: setup ## pytest (parity with the original code included) + nbval on notebooks/
+	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
+
+parity: setup ## print the parity numbers against ../shared/reference (DPED_REFERENCE_DIR)
+	$(BIN)/python -m pytest -q tests/test_pretrained.py tests/test_losses.py -k "match"
+
+lint: setup ## ruff check on dped/ and tests/
+	$(BIN)/ruff check dped tests
+	$(BIN)/ruff format --check dped tests
+
+format: setup ## ruff format + import sorting
+	$(BIN)/ruff check --fix --select I dped tests
+	$(BIN)/ruff format dped tests
+
+calibrate: setup ## measure each loss term at initialisation (VGG=path/to/weights, default random)
+	$(BIN)/python -m dped.calibrate --set vgg_weights=$(or $(VGG),random)
+
+clean: ## remove caches (keeps .venv and results/)
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +

@@ -1,0 +1,63 @@
+"""The `dped` command line. Subcommands import TensorFlow only when they need it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dped.config import Config, ConfigError, parse_override, preset
+
+
+def resolve_config(config: str | None, overrides: list[str]) -> Config:
+    """A YAML file or preset name, then `key=value` overrides: the Config every command uses."""
+    if config is None:
+        base = preset("paper")
+    elif config.endswith((".yaml", ".yml")):
+        base = Config.from_yaml(config)
+    else:
+        base = preset(config)
+    return base.replace(**dict(parse_override(s) for s in overrides))
+
+
+def _config_command(args: argparse.Namespace) -> None:
+    cfg = resolve_config(args.config, args.set)
+    if args.docs:
+        for key, value in cfg.to_dict().items():
+            print(f"{key + ': ' + repr(value):<60} # {Config.doc(key)}")
+    else:
+        print(cfg.to_yaml(), end="")
+
+
+def _calibrate_command(args: argparse.Namespace) -> None:
+    from dped import calibrate
+
+    calibrate.main(sum((["--set", s] for s in args.set), []) + ["--batches", str(args.batches)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dped", description="DPED photo enhancement")
+    sub = parser.add_subparsers(dest="command", required=True)
+    show = sub.add_parser("config", help="print the resolved config as YAML")
+    show.add_argument("--config", help="experiments/<name>.yaml or a preset name (paper, seed)")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--docs", action="store_true", help="one line of documentation per key")
+    show.set_defaults(func=_config_command)
+    cal = sub.add_parser("calibrate", help="measure each loss term at initialisation")
+    cal.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    cal.add_argument("--batches", type=int, default=3)
+    cal.set_defaults(func=_calibrate_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"dped: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
