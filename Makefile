@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export DPED_REFERENCE_DIR ?= $(abspath ../shared/reference)
 
-.PHONY: help setup test parity lint format calibrate clean
+.PHONY: help setup test parity lint format calibrate data bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -35,6 +35,12 @@ lint: setup ## ruff check on dped/ and tests/
 format: setup ## ruff format + import sorting
 	$(BIN)/ruff check --fix --select I dped tests
 	$(BIN)/ruff format dped tests
+
+data: setup ## build the mini dataset (data/dped-mini) and print the identity baseline
+	$(BIN)/dped data --config experiments/cpu.yaml
+
+bench: setup ## data-pipeline throughput and training-step consumption rate
+	$(BIN)/python -m dped.bench
 
 calibrate: setup ## measure each loss term at initialisation (VGG=path/to/weights, default random)
 	$(BIN)/python -m dped.calibrate --set vgg_weights=$(or $(VGG),random)

@@ -34,6 +34,24 @@ def _calibrate_command(args: argparse.Namespace) -> None:
     calibrate.main(sum((["--set", s] for s in args.set), []) + ["--batches", str(args.batches)])
 
 
+def _data_command(args: argparse.Namespace) -> None:
+    import time
+
+    from dped import minidata
+
+    cfg = resolve_config(args.config, args.set)
+    start = time.perf_counter()
+    base = minidata.build(cfg)
+    files = sum(1 for p in base.rglob("*") if p.is_file())
+    print(f"mini dataset: {files} files under {base} in {time.perf_counter() - start:.1f} s")
+    baseline = minidata.identity_baseline(cfg)
+    print(
+        f"identity baseline (phone vs DSLR, {baseline['patches']} test patches): "
+        f"PSNR {baseline['psnr']:.2f} dB, SSIM {baseline['ssim']:.4f}, "
+        f"MS-SSIM {baseline['ms_ssim']:.4f}: a trained model must beat this"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dped", description="DPED photo enhancement")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     show.add_argument("--docs", action="store_true", help="one line of documentation per key")
     show.set_defaults(func=_config_command)
+    data = sub.add_parser("data", help="build the mini dataset and print the identity baseline")
+    data.add_argument("--config", default="experiments/cpu.yaml")
+    data.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    data.set_defaults(func=_data_command)
     cal = sub.add_parser("calibrate", help="measure each loss term at initialisation")
     cal.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cal.add_argument("--batches", type=int, default=3)

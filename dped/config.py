@@ -64,6 +64,20 @@ class Config:
     phone: str = _f("iphone", "phone folder to train on: iphone, blackberry, sony or your own")
     patch_size: int = _f(100, "side of the square training patches (pixels)")
     train_size: int = _f(30000, "training pairs drawn from the dataset (0: all)")
+    skip_corrupt: bool = _f(False, "skip (and count) unreadable images instead of stopping")
+    # --- phone-camera degradation model of the built-in mini dataset (dped/minidata.py) ---
+    deg_exposure: float = _f(0.8, "exposure gain applied to the linear DSLR image")
+    deg_gamma: float = _f(1.25, "tone curve x**gamma after exposure (>1 darkens mid-tones)")
+    deg_wb_red: float = _f(0.92, "white-balance gain of the red channel (cast)")
+    deg_wb_blue: float = _f(1.08, "white-balance gain of the blue channel (cast)")
+    deg_saturation: float = _f(0.7, "saturation kept (1: unchanged, 0: grayscale)")
+    deg_blur_sigma: float = _f(1.0, "lens blur, Gaussian sigma in pixels")
+    deg_vignette: float = _f(0.3, "brightness lost in the corners (radial, quadratic)")
+    deg_noise_shot: float = _f(0.0004, "signal-dependent noise variance per unit intensity")
+    deg_noise_read: float = _f(0.00002, "signal-independent noise variance")
+    deg_jpeg_quality: int = _f(70, "JPEG quality of the phone side (DSLR side: 95)")
+    deg_misalign_px: int = _f(2, "max misalignment per patch in pixels (at least 1 when > 0)")
+    mini_stride: int = _f(25, "stride between training patches cut from each source photo")
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -163,15 +177,43 @@ def _as_float(value: Any) -> Any:
 
 
 def _check_values(cfg: Config) -> None:
-    positive = ["filters", "batch_size", "num_iters", "eval_every", "patch_size", "blur_size"]
+    positive = [
+        "filters",
+        "batch_size",
+        "num_iters",
+        "eval_every",
+        "patch_size",
+        "blur_size",
+        "mini_stride",
+    ]
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: expected a positive value, got {getattr(cfg, name)}")
-    for name in ["w_content", "w_color", "w_texture", "w_tv", "res_blocks", "train_size"]:
+    non_negative = [
+        "w_content",
+        "w_color",
+        "w_texture",
+        "w_tv",
+        "res_blocks",
+        "train_size",
+        "deg_exposure",
+        "deg_gamma",
+        "deg_wb_red",
+        "deg_wb_blue",
+        "deg_saturation",
+        "deg_blur_sigma",
+        "deg_vignette",
+        "deg_noise_shot",
+        "deg_noise_read",
+        "deg_misalign_px",
+    ]
+    for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}: expected a value >= 0, got {getattr(cfg, name)}")
     if not cfg.learning_rate > 0:
         raise ConfigError(f"learning_rate: expected a positive value, got {cfg.learning_rate}")
+    if not 1 <= cfg.deg_jpeg_quality <= 100:
+        raise ConfigError(f"deg_jpeg_quality: expected 1..100, got {cfg.deg_jpeg_quality}")
     if cfg.blur_size % 2 == 0:
         raise ConfigError(f"blur_size: expected an odd kernel side, got {cfg.blur_size}")
 

@@ -1,0 +1,241 @@
+"""The DPED dataset: layout discovery, up-front validation, and a streaming tf.data pipeline.
+
+Layout (the real DPED dataset, the built-in mini dataset and a user's own phone alike):
+
+    <root>/<phone>/training_data/<phone>/<i>.jpg          <root>/<phone>/training_data/canon/<i>.jpg
+    <root>/<phone>/test_data/patches/<phone>/<i>.jpg      <root>/<phone>/test_data/patches/canon/<i>.jpg
+    <root>/<phone>/test_data/full_size_test_images/*.jpg
+
+Up front (before training) every file's header and its last two bytes are read, never its pixels:
+pairing, counts, patch size, colour mode, and JPEG integrity (a JPEG that does not end with the
+EOI marker is truncated). Pixels are decoded once, while streaming.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from dped.config import Config
+
+DSLR = "canon"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not hold what DPED expects."""
+
+
+def layout(root: str | Path, phone: str) -> str:
+    r = f"{root}/{phone}"
+    return (
+        f"  {r}/training_data/{phone}/<i>.jpg  +  {r}/training_data/{DSLR}/<i>.jpg\n"
+        f"  {r}/test_data/patches/{phone}/<i>.jpg  +  {r}/test_data/patches/{DSLR}/<i>.jpg\n"
+        f"  {r}/test_data/full_size_test_images/*.jpg"
+    )
+
+
+@dataclass
+class Split:
+    """Paired patch files of one split, and what validation found in them."""
+
+    phone: list[Path]
+    dslr: list[Path]
+    skipped: list[Path] = field(default_factory=list)
+    converted: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.phone)
+
+
+@dataclass
+class DPEDFiles:
+    train: Split
+    test: Split
+    full_size: list[Path]
+
+
+def _images(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def _sort_key(stem: str) -> tuple:
+    # DPED numbers its patches 0.jpg, 1.jpg, ...: sort numerically where the names allow.
+    return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
+
+
+def pair_folder(phone_dir: Path, dslr_dir: Path, root: Path, phone: str) -> Split:
+    """Pair `<i>.jpg` files of two folders by name; unpaired files are an error listing them."""
+    for folder in (phone_dir, dslr_dir):
+        if not folder.is_dir():
+            raise DatasetError(
+                f"missing folder {folder}; expected the DPED layout:\n" + layout(root, phone)
+            )
+    a, b = _images(phone_dir), _images(dslr_dir)
+    only_a, only_b = sorted(set(a) - set(b), key=_sort_key), sorted(set(b) - set(a), key=_sort_key)
+    if only_a or only_b:
+        raise DatasetError(
+            f"unpaired files: {len(a)} in {phone_dir}, {len(b)} in {dslr_dir}; "
+            f"without a partner: {[str(a[s]) for s in only_a[:5]] + [str(b[s]) for s in only_b[:5]]}"
+        )
+    if not a:
+        raise DatasetError(
+            f"no images in {phone_dir}; expected the DPED layout:\n" + layout(root, phone)
+        )
+    stems = sorted(a, key=_sort_key)
+    return Split([a[s] for s in stems], [b[s] for s in stems])
+
+
+def discover(root: str | Path, phone: str) -> DPEDFiles:
+    """The paired training and test patches and the full-size test images under `root`."""
+    root = Path(root)
+    base = root / phone
+    if not base.is_dir():
+        raise DatasetError(
+            f"no dataset for phone '{phone}' at {base}; expected the DPED layout:\n"
+            + layout(root, phone)
+            + "\n(`make data` builds the mini dataset)"
+        )
+    train = pair_folder(base / "training_data" / phone, base / "training_data" / DSLR, root, phone)
+    patches = base / "test_data" / "patches"
+    test = pair_folder(patches / phone, patches / DSLR, root, phone)
+    full_dir = base / "test_data" / "full_size_test_images"
+    full = sorted(full_dir.iterdir()) if full_dir.is_dir() else []
+    return DPEDFiles(train, test, [p for p in full if p.suffix.lower() in IMAGE_SUFFIXES])
+
+
+def inspect_image(path: Path) -> tuple[tuple[int, int], str]:
+    """(width, height) and colour mode from the header; raises on a corrupt or truncated file."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        size, mode, fmt = im.size, im.mode, im.format
+    if fmt == "JPEG":
+        with open(path, "rb") as f:
+            f.seek(-2, 2)
+            if f.read(2) != b"\xff\xd9":
+                raise OSError("truncated JPEG (no end-of-image marker)")
+    return size, mode
+
+
+def validate(split: Split, patch_size: int, skip_corrupt: bool) -> Split:
+    """Check every pair's headers: corrupt files stop (or are skipped), wrong sizes stop."""
+    keep_a, keep_b, skipped, converted, wrong = [], [], [], [], []
+    for a, b in zip(split.phone, split.dslr):
+        bad = None
+        for path in (a, b):
+            try:
+                size, mode = inspect_image(path)
+            except Exception as err:  # PIL raises several types for a damaged file
+                bad = path
+                if not skip_corrupt:
+                    raise DatasetError(
+                        f"corrupt image {path}: {err}; replace or delete it (and its partner), "
+                        "or set skip_corrupt: true to skip such pairs"
+                    ) from None
+                warnings.warn(f"skipping the pair of corrupt image {path}: {err}", stacklevel=2)
+                break
+            if size != (patch_size, patch_size):
+                wrong.append(f"{path} is {size[0]}x{size[1]}")
+            if mode != "RGB":
+                converted.append(path)
+        if bad is None:
+            keep_a.append(a)
+            keep_b.append(b)
+        else:
+            skipped.append(bad)
+    if wrong:
+        raise DatasetError(
+            f"{len(wrong)} patches are not {patch_size}x{patch_size} (patch_size): {wrong[:5]}"
+        )
+    if not keep_a:
+        raise DatasetError("no readable pairs left after skipping corrupt images")
+    return Split(keep_a, keep_b, skipped, converted)
+
+
+def load_files(cfg: Config) -> DPEDFiles:
+    """Discover and validate the dataset named by the config; reports skipped/converted counts."""
+    files = discover(cfg.dataset_dir, cfg.phone)
+    files.train = validate(files.train, cfg.patch_size, cfg.skip_corrupt)
+    files.test = validate(files.test, cfg.patch_size, cfg.skip_corrupt)
+    for name, split in (("train", files.train), ("test", files.test)):
+        if split.converted:
+            warnings.warn(
+                f"{name}: {len(split.converted)} grayscale/RGBA/CMYK images are "
+                f"converted to RGB while streaming, e.g. {split.converted[0]}",
+                stacklevel=2,
+            )
+    return files
+
+
+def subsample(split: Split, train_size: int, seed: int) -> Split:
+    """The original's `train_size` option: a seeded random subset of the training pairs."""
+    if train_size == 0 or train_size >= len(split):
+        return split
+    index = np.sort(np.random.default_rng(seed).choice(len(split), train_size, replace=False))
+    return Split(
+        [split.phone[i] for i in index],
+        [split.dslr[i] for i in index],
+        split.skipped,
+        split.converted,
+    )
+
+
+def _decode(path):
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    return tf.image.convert_image_dtype(image, tf.float32)
+
+
+def augment_pair(phone, dslr, seed):
+    """One of the 8 flips/rotations, drawn from `seed`, applied to both images of the pair."""
+    import tensorflow as tf
+
+    k = tf.random.stateless_uniform([], seed, 0, 8, dtype=tf.int32)
+    phone, dslr = tf.image.rot90(phone, k % 4), tf.image.rot90(dslr, k % 4)
+    flip = k >= 4
+    phone = tf.cond(flip, lambda: tf.image.flip_left_right(phone), lambda: phone)
+    dslr = tf.cond(flip, lambda: tf.image.flip_left_right(dslr), lambda: dslr)
+    return phone, dslr
+
+
+def pair_dataset(split: Split, cfg: Config, training: bool):
+    """phone/DSLR batches: file lists -> shuffle -> parallel decode -> augment -> batch -> prefetch.
+
+    Only file names are shuffled (one permutation per epoch), so memory does not grow with the
+    dataset. Order, shuffling and augmentation depend only on cfg.seed and the element's position.
+    """
+    import tensorflow as tf
+
+    size = cfg.patch_size
+    ds = tf.data.Dataset.from_tensor_slices(
+        ([str(p) for p in split.phone], [str(p) for p in split.dslr])
+    )
+    if training:
+        ds = ds.shuffle(len(split), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.map(
+        lambda a, b: (_decode(a), _decode(b)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    ds = ds.map(
+        lambda a, b: (tf.ensure_shape(a, [size, size, 3]), tf.ensure_shape(b, [size, size, 3]))
+    )
+    if training and cfg.augment:
+        ds = ds.enumerate().map(
+            lambda i, pair: augment_pair(*pair, tf.stack([tf.cast(cfg.seed, tf.int64), i])),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    ds = ds.batch(cfg.batch_size, drop_remainder=training)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def training_batches(cfg: Config, files: DPEDFiles | None = None) -> Iterator:
+    files = files or load_files(cfg)
+    return iter(pair_dataset(subsample(files.train, cfg.train_size, cfg.seed), cfg, True))

@@ -1,0 +1,182 @@
+"""The built-in mini dataset: DPED-layout phone/DSLR pairs from real photographs, no network.
+
+The DSLR side is a photograph that ships inside an installed package (scikit-image's sample data
+and matplotlib's grace_hopper.jpg). The phone side is the same photograph through `degrade`, a
+phone-camera model whose every step is a `deg_*` key of the config:
+
+    linearise (sRGB -> linear) -> exposure -> white-balance cast -> lens blur -> vignetting
+    -> signal-dependent noise -> tone curve x**gamma -> lower saturation -> sRGB -> JPEG,
+
+then each phone patch is cut 1..deg_misalign_px pixels away from its DSLR patch, as DPED's
+imperfect alignment. Train and test are split by source photo. All randomness comes from one
+seeded generator per photo: two builds give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dped.config import Config
+from dped.data import DSLR
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    split: str  # "train" or "test"
+    origin: str  # where the file ships and its licence note
+
+
+SOURCES = (
+    Source("astronaut", "train", "scikit-image skimage.data.astronaut(): NASA, public domain"),
+    Source("coffee", "train", "scikit-image skimage.data.coffee(): Rachel Michetti, CC0"),
+    Source("rocket", "train", "scikit-image skimage.data.rocket(): SpaceX, public domain"),
+    # The stereo pair shows one scene twice: both halves stay in the same split.
+    Source(
+        "motorcycle_left",
+        "train",
+        "scikit-image skimage.data.stereo_motorcycle()[0]: Middlebury 2014 stereo benchmark",
+    ),
+    Source(
+        "motorcycle_right",
+        "train",
+        "scikit-image skimage.data.stereo_motorcycle()[1]: Middlebury 2014 stereo benchmark",
+    ),
+    Source("chelsea", "test", "scikit-image skimage.data.chelsea(): Stefan van der Walt, CC0"),
+    Source(
+        "grace_hopper",
+        "test",
+        "matplotlib mpl-data/sample_data/grace_hopper.jpg: matplotlib's sample data",
+    ),
+)
+
+
+def load_photo(name: str) -> np.ndarray:
+    """A sample photograph as uint8 RGB, from the installed packages only."""
+    import skimage.data
+
+    if name == "grace_hopper":
+        import imageio.v3 as iio
+        import matplotlib
+
+        return iio.imread(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    if name.startswith("motorcycle"):
+        left, right, _ = skimage.data.stereo_motorcycle()
+        return left if name.endswith("left") else right
+    return getattr(skimage.data, name)()
+
+
+def _to_linear(srgb: np.ndarray) -> np.ndarray:
+    return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def _to_srgb(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
+
+
+def degrade(photo: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndarray:
+    """The phone-camera model: uint8 RGB photo -> float phone image in 0..1 (before JPEG)."""
+    from scipy.ndimage import gaussian_filter
+
+    x = _to_linear(photo.astype(np.float64) / 255.0) * cfg.deg_exposure
+    x = x * np.array([cfg.deg_wb_red, 1.0, cfg.deg_wb_blue])
+    if cfg.deg_blur_sigma > 0:
+        x = gaussian_filter(x, sigma=(cfg.deg_blur_sigma, cfg.deg_blur_sigma, 0))
+    h, w = x.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r2 = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2
+    x = x * (1.0 - cfg.deg_vignette * r2[..., None] / 2.0)  # corners: r2 = 2
+    sigma = np.sqrt(cfg.deg_noise_shot * np.clip(x, 0, None) + cfg.deg_noise_read)
+    x = np.clip(x + rng.standard_normal(x.shape) * sigma, 0.0, 1.0) ** cfg.deg_gamma
+    luma = (x * np.array([0.2126, 0.7152, 0.0722])).sum(-1, keepdims=True)
+    x = luma + cfg.deg_saturation * (x - luma)
+    return _to_srgb(x)
+
+
+def jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
+    import imageio.v3 as iio
+
+    buffer = io.BytesIO()
+    iio.imwrite(buffer, image, extension=".jpg", quality=quality)
+    return buffer.getvalue()
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    import imageio.v3 as iio
+
+    return iio.imread(data, extension=".jpg")
+
+
+def _offset(rng: np.random.Generator, max_px: int) -> tuple[int, int]:
+    """A misalignment of 1..max_px pixels (0 when max_px is 0)."""
+    if max_px == 0:
+        return 0, 0
+    while True:
+        dy, dx = rng.integers(-max_px, max_px + 1, 2)
+        if max(abs(dy), abs(dx)) >= 1:
+            return int(dy), int(dx)
+
+
+def patch_corners(h: int, w: int, size: int, stride: int, margin: int) -> list[tuple[int, int]]:
+    rows = range(margin, h - size - margin + 1, stride)
+    cols = range(margin, w - size - margin + 1, stride)
+    return [(r, c) for r in rows for c in cols]
+
+
+def build(cfg: Config, root: str | Path | None = None, progress: bool = True) -> Path:
+    """Write the mini dataset under <root>/<cfg.phone>/ in the DPED layout; returns that folder."""
+    from tqdm import tqdm
+
+    base = Path(root or cfg.dataset_dir) / cfg.phone
+    if base.exists():
+        shutil.rmtree(base)  # stale files from another build would break byte-identity
+    size, margin = cfg.patch_size, cfg.deg_misalign_px
+    counters = {"train": 0, "test": 0}
+    for index, source in enumerate(tqdm(SOURCES, desc="mini dataset", disable=not progress)):
+        rng = np.random.default_rng([cfg.seed, index])
+        photo = load_photo(source.name)
+        phone = _decode_jpeg(
+            jpeg_bytes(
+                np.round(degrade(photo, cfg, rng) * 255).astype(np.uint8), cfg.deg_jpeg_quality
+            )
+        )
+        if source.split == "train":
+            folder = base / "training_data"
+            corners = patch_corners(*photo.shape[:2], size, cfg.mini_stride, margin)
+        else:
+            folder = base / "test_data" / "patches"
+            corners = patch_corners(*photo.shape[:2], size, size, margin)  # no overlap
+            full = base / "test_data" / "full_size_test_images" / f"{source.name}.jpg"
+            full.parent.mkdir(parents=True, exist_ok=True)
+            full.write_bytes(jpeg_bytes(phone, 95))
+        for r, c in corners:
+            dy, dx = _offset(rng, margin)
+            i = counters[source.split]
+            counters[source.split] += 1
+            _write(
+                folder / cfg.phone / f"{i}.jpg",
+                phone[r + dy : r + dy + size, c + dx : c + dx + size],
+                95,
+            )
+            _write(folder / DSLR / f"{i}.jpg", photo[r : r + size, c : c + size], 95)
+    return base
+
+
+def _write(path: Path, image: np.ndarray, quality: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg_bytes(image, quality))
+
+
+def identity_baseline(cfg: Config, root: str | Path | None = None) -> dict[str, float]:
+    """PSNR and MS-SSIM of the phone test patches against the DSLR ones: the bar to beat."""
+    from dped.data import discover
+    from dped.evaluation import evaluate_pairs
+
+    files = discover(root or cfg.dataset_dir, cfg.phone)
+    return evaluate_pairs(files.test, cfg, enhance=None)
