@@ -138,7 +138,9 @@ def build(cfg: Config, root: str | Path | None = None, progress: bool = True) ->
         shutil.rmtree(base)  # stale files from another build would break byte-identity
     size, margin = cfg.patch_size, cfg.deg_misalign_px
     counters = {"train": 0, "test": 0}
-    for index, source in enumerate(tqdm(SOURCES, desc="mini dataset", disable=not progress)):
+    for index, source in enumerate(
+        tqdm(SOURCES, desc="mini dataset", disable=None if progress else True)
+    ):
         rng = np.random.default_rng([cfg.seed, index])
         photo = load_photo(source.name)
         phone = _decode_jpeg(
