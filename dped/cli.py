@@ -52,6 +52,14 @@ def _data_command(args: argparse.Namespace) -> None:
     )
 
 
+def _train_command(args: argparse.Namespace) -> None:
+    from dped.training import train
+
+    cfg = resolve_config(args.config, args.set)
+    run_dir = train(cfg, out=args.out, resume=args.resume)
+    print(f"run folder: {run_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dped", description="DPED photo enhancement")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--config", default="experiments/cpu.yaml")
     data.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     data.set_defaults(func=_data_command)
+    tr = sub.add_parser("train", help="train (or --resume) a run into results/<name>")
+    tr.add_argument("--config", required=True, help="experiments/<name>.yaml or a preset name")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    tr.add_argument("--out", help="run folder (default results/<name>)")
+    tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    tr.set_defaults(func=_train_command)
     cal = sub.add_parser("calibrate", help="measure each loss term at initialisation")
     cal.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cal.add_argument("--batches", type=int, default=3)
@@ -75,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"dped: error: {err}", file=sys.stderr)
         return 2
     return 0

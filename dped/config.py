@@ -40,6 +40,9 @@ class Config:
     )
     filters: int = _f(64, "channels of every hidden generator layer")
     res_blocks: int = _f(4, "number of residual blocks in the generator")
+    init: Literal["original", "he"] = _f(
+        "original", "generator kernels: truncated normal stddev 0.01 (original) or He normal"
+    )
     # --- losses (modification 3) ---
     w_content: float = _f(10.0, "weight of the VGG-19 content loss")
     w_color: float = _f(0.5, "weight of the Gaussian-blurred color loss")
@@ -59,6 +62,8 @@ class Config:
     eval_every: int = _f(1000, "iterations between evaluations on the test patches")
     augment: bool = _f(False, "draw one of the 8 flips/rotations per training pair")
     seed: int = _f(0, "seed of every random draw (weights, data order, augmentation, swaps)")
+    deterministic: bool = _f(False, "TensorFlow op determinism: bit-exact reruns and resumes")
+    keep_checkpoints: int = _f(3, "latest checkpoints kept (the best by PSNR is kept apart)")
     # --- data ---
     dataset_dir: str = _f("dped", "root of the DPED dataset (<root>/<phone>/training_data/...)")
     phone: str = _f("iphone", "phone folder to train on: iphone, blackberry, sony or your own")

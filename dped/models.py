@@ -54,14 +54,14 @@ class ScaledTanh(layers.Layer):
         return ops.tanh(x) * 0.58 + 0.5
 
 
-def _conv(filters: int, size: int, name: str, strides: int = 1) -> layers.Conv2D:
+def _conv(filters: int, size: int, name: str, strides: int = 1, init: str = "original"):
     return layers.Conv2D(
         filters,
         size,
         strides=strides,
         padding="same",
         name=name,
-        kernel_initializer=_KERNEL_INIT,
+        kernel_initializer=_KERNEL_INIT if init == "original" else "he_normal",
         bias_initializer=_BIAS_INIT,
     )
 
@@ -80,43 +80,45 @@ def build_generator(
     filters: int = 64,
     res_blocks: int = 4,
     name: str = "generator",
+    init: str = "original",
 ) -> keras.Model:
     """The DPED ResNet: conv9x9, `res_blocks` residual blocks, two conv3x3, an output head.
 
     Works on any H x W (stride 1, SAME padding everywhere). `norm` is the layer after each
     residual-block convolution; `head='tanh'` is the original tanh(conv9x9)*0.58+0.5,
     `head='conv1x1'` a linear 1x1 convolution to RGB in its place (modification 2).
+    `init='he'` draws kernels He-normal instead of the original's truncated normal (0.01).
     """
     if norm not in NORMS:
         raise ValueError(f"norm: expected one of {' | '.join(NORMS)}, got {norm!r}")
     if head not in HEADS:
         raise ValueError(f"head: expected one of {' | '.join(HEADS)}, got {head!r}")
     phone = keras.Input(shape=(None, None, 3), name="phone")
-    x = layers.ReLU(name="relu1")(_conv(filters, 9, "conv1")(phone))
+    x = layers.ReLU(name="relu1")(_conv(filters, 9, "conv1", init=init)(phone))
     for block in range(res_blocks):
         skip = x
         for half in range(2):
             index = 2 + 2 * block + half
-            x = _conv(filters, 3, f"conv{index}")(x)
+            x = _conv(filters, 3, f"conv{index}", init=init)(x)
             x = _norm(norm, f"norm{index - 2}")(x)
             x = layers.ReLU(name=f"relu{index}")(x)
         # The original adds the skip after the second ReLU and applies no ReLU to the sum.
         x = layers.Add(name=f"block{block + 1}")([x, skip])
     last = 2 + 2 * res_blocks
-    x = layers.ReLU(name=f"relu{last}")(_conv(filters, 3, f"conv{last}")(x))
-    x = layers.ReLU(name=f"relu{last + 1}")(_conv(filters, 3, f"conv{last + 1}")(x))
+    x = layers.ReLU(name=f"relu{last}")(_conv(filters, 3, f"conv{last}", init=init)(x))
+    x = layers.ReLU(name=f"relu{last + 1}")(_conv(filters, 3, f"conv{last + 1}", init=init)(x))
     if head == "tanh":
-        x = _conv(3, 9, f"conv{last + 2}")(x)
+        x = _conv(3, 9, f"conv{last + 2}", init=init)(x)
         enhanced = ScaledTanh(name="tanh_head")(x)
     else:
-        enhanced = _conv(3, 1, "conv1x1_head")(x)
+        enhanced = _conv(3, 1, "conv1x1_head", init=init)(x)
     # Under a mixed-precision policy the output is still float32, as the losses expect.
     enhanced = layers.Activation("linear", dtype="float32", name="enhanced")(enhanced)
     return keras.Model(phone, enhanced, name=name)
 
 
 def generator_from_config(cfg: Config) -> keras.Model:
-    return build_generator(cfg.norm, cfg.head, cfg.filters, cfg.res_blocks)
+    return build_generator(cfg.norm, cfg.head, cfg.filters, cfg.res_blocks, init=cfg.init)
 
 
 def build_discriminator(patch_size: int = 100, name: str = "discriminator") -> keras.Model:

@@ -36,6 +36,14 @@ def test_generator_variants_differ_only_where_asked(generators):
     assert -0.08 <= float(np.min(tanh_out)) and float(np.max(tanh_out)) <= 1.08
 
 
+def test_he_init_only_changes_the_kernel_scale():
+    small = build_generator("none", "conv1x1")
+    he = build_generator("none", "conv1x1", init="he")
+    assert small.count_params() == he.count_params()
+    std = lambda g: float(np.std(g.get_layer("conv3").kernel.numpy()))  # noqa: E731
+    assert std(small) < 0.02 and 0.03 < std(he) < 0.1  # He: sqrt(2 / (3*3*64)) = 0.059
+
+
 def test_instance_norm_matches_the_formula():
     x = np.random.default_rng(1).normal(3.0, 2.0, (2, 7, 5, 4)).astype(np.float32)
     layer = InstanceNormalization()

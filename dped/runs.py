@@ -1,0 +1,119 @@
+"""A run's folder: the resolved config, the environment, the metrics CSV and sample images.
+
+<run>/config.yaml        the Config, exactly (resume refuses a different one)
+<run>/environment.json   package versions, devices, seed, whether VGG-19 weights were random
+<run>/metrics.csv        one row per evaluation: step, train loss means, test metrics, time
+<run>/samples/step_<n>.png   phone | enhanced | DSLR for a few test patches
+<run>/checkpoints/       the latest checkpoints; <run>/best/ the best by test PSNR
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from dped.config import Config, ConfigError
+
+
+class ResumeError(ValueError):
+    """A resume that would silently change the experiment."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary sibling, then rename: a crash never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def prepare(run_dir: Path, cfg: Config, resume: bool, vgg_random: bool) -> None:
+    """Create (or, on resume, check) the run folder and record config and environment."""
+    saved = run_dir / "config.yaml"
+    if resume and saved.is_file():
+        changed = Config.from_yaml(saved).diff(cfg)
+        if changed:
+            keys = ", ".join(f"{k} ({a!r} -> {b!r})" for k, (a, b) in changed.items())
+            raise ResumeError(
+                f"cannot resume {run_dir} with a changed config: {keys}; "
+                "resume with the saved config or start a new run (--out)"
+            )
+    elif not resume and (run_dir / "metrics.csv").exists():
+        raise ResumeError(
+            f"{run_dir} already holds a run: pass --resume to continue it, "
+            "or --out for a new folder"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(saved, cfg.to_yaml().encode())
+    atomic_write(
+        run_dir / "environment.json", json.dumps(environment(cfg, vgg_random), indent=1).encode()
+    )
+
+
+def environment(cfg: Config, vgg_random: bool) -> dict:
+    import keras
+    import tensorflow as tf
+
+    import dped
+
+    return {
+        "dped": dped.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "devices": [d.name for d in tf.config.list_logical_devices()],
+        "seed": cfg.seed,
+        "deterministic": cfg.deterministic,
+        "vgg_weights": cfg.vgg_weights,
+        "vgg_random": vgg_random,
+    }
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    path = run_dir / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(run_dir / "metrics.csv", buffer.getvalue().encode())
+
+
+def save_samples(path: Path, phone: np.ndarray, enhanced: np.ndarray, dslr: np.ndarray) -> None:
+    """A grid: one row per patch, columns phone | enhanced | DSLR, 8-bit PNG."""
+    import imageio.v3 as iio
+
+    rows = [
+        np.concatenate([p, np.clip(e, 0, 1), d], axis=1) for p, e, d in zip(phone, enhanced, dslr)
+    ]
+    grid = np.round(np.concatenate(rows, axis=0) * 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import io
+
+    buffer = io.BytesIO()
+    iio.imwrite(buffer, grid, extension=".png")
+    atomic_write(path, buffer.getvalue())
+
+
+def load_config(run_dir: str | Path) -> Config:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a dped run folder (no config.yaml)")
+    return Config.from_yaml(path)
