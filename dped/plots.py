@@ -7,8 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 
-def psnr_curves(run_dirs: dict[str, str | Path], baseline_psnr: float | None = None,
-                out: str | Path | None = None):
+def psnr_curves(
+    run_dirs: dict[str, str | Path],
+    baseline_psnr: float | None = None,
+    out: str | Path | None = None,
+):
     """Test PSNR against iteration for each run, with the identity baseline as a dashed line."""
     import matplotlib
 
@@ -20,7 +23,9 @@ def psnr_curves(run_dirs: dict[str, str | Path], baseline_psnr: float | None = N
         metrics = pd.read_csv(Path(run) / "metrics.csv")
         ax.plot(metrics["step"], metrics["psnr"], marker="o", label=label)
     if baseline_psnr is not None:
-        ax.axhline(baseline_psnr, ls="--", c="gray", label=f"identity baseline {baseline_psnr:.2f} dB")
+        ax.axhline(
+            baseline_psnr, ls="--", c="gray", label=f"identity baseline {baseline_psnr:.2f} dB"
+        )
         ax.axhline(baseline_psnr + 2, ls=":", c="gray", label="baseline + 2 dB")
     ax.set(xlabel="iteration", ylabel="test PSNR (dB)", title="DPED on the mini dataset")
     ax.grid(alpha=0.3)

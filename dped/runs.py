@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
@@ -87,8 +88,6 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     if not rows:
         return
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -105,8 +104,6 @@ def save_samples(path: Path, phone: np.ndarray, enhanced: np.ndarray, dslr: np.n
     ]
     grid = np.round(np.concatenate(rows, axis=0) * 255).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    import io
-
     buffer = io.BytesIO()
     iio.imwrite(buffer, grid, extension=".png")
     atomic_write(path, buffer.getvalue())
