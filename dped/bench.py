@@ -105,13 +105,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.skip_training:
         return
     print("\n== training step (generator + discriminator, 100x100, VGG-19 relu5_4) ==")
-    for batch in (50, 8):
-        seconds = step_seconds(cfg.replace(batch_size=batch))
+    runs = [("float32", 50), ("float32", 8), ("mixed_bfloat16", 50), ("mixed_bfloat16", 8)]
+    for precision, batch in runs:
+        seconds = step_seconds(cfg.replace(batch_size=batch, precision=precision))
         print(
-            f"batch {batch:3}: {seconds:6.2f} s/iteration  consumes {batch / seconds:6.1f} pairs/s"
-            f"   peak RSS so far {peak_rss_gb():.2f} GB"
+            f"{precision:14} batch {batch:3}: {seconds:6.2f} s/iteration  consumes "
+            f"{batch / seconds:6.1f} pairs/s   peak RSS so far {peak_rss_gb():.2f} GB"
         )
-        if batch == 50:
+        if batch == 50 and precision == "float32":
             slowest = min(rate for rate, _ in rates.values())
             print(
                 f"           pipeline / consumption = {slowest / (batch / seconds):.0f}x "

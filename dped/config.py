@@ -62,6 +62,9 @@ class Config:
     eval_every: int = _f(1000, "iterations between evaluations on the test patches")
     augment: bool = _f(False, "draw one of the 8 flips/rotations per training pair")
     seed: int = _f(0, "seed of every random draw (weights, data order, augmentation, swaps)")
+    precision: Literal["float32", "mixed_bfloat16"] = _f(
+        "float32", "compute dtype of the networks (bfloat16: CPUs with AVX512_BF16/AMX, TPUs)"
+    )
     deterministic: bool = _f(False, "TensorFlow op determinism: bit-exact reruns and resumes")
     keep_checkpoints: int = _f(3, "latest checkpoints kept (the best by PSNR is kept apart)")
     # --- data ---

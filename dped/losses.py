@@ -38,7 +38,9 @@ def blur(images: tf.Tensor, kernel: np.ndarray) -> tf.Tensor:
 
 def content_loss(enhanced_features: tf.Tensor, dslr_features: tf.Tensor) -> tf.Tensor:
     """mean((vgg(enhanced) - vgg(dslr))^2) over batch, positions and channels (= 2*l2/(size*B))."""
-    return tf.reduce_mean(tf.square(enhanced_features - dslr_features))
+    # Features may be bfloat16 under mixed precision: the loss itself is summed in float32.
+    diff = tf.cast(enhanced_features, tf.float32) - tf.cast(dslr_features, tf.float32)
+    return tf.reduce_mean(tf.square(diff))
 
 
 def color_loss(enhanced: tf.Tensor, dslr: tf.Tensor, kernel: np.ndarray) -> tf.Tensor:

@@ -27,10 +27,16 @@ class DPEDModel(tf.Module):
         super().__init__(name="dped")
         self.cfg = cfg
         keras.utils.set_random_seed(cfg.seed)
-        self.generator = generator_from_config(cfg)
-        self.discriminator = build_discriminator(cfg.patch_size)
         vgg_weights, self.vgg_random = vgg.load_weights(cfg.vgg_weights, cfg.seed)
-        self.vgg = vgg.build_vgg(vgg_weights, cfg.content_layer)
+        # The policy applies to layers built under it; restore it so nothing else is affected.
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy(cfg.precision)
+        try:
+            self.generator = generator_from_config(cfg)
+            self.discriminator = build_discriminator(cfg.patch_size)
+            self.vgg = vgg.build_vgg(vgg_weights, cfg.content_layer)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
         self.blur_kernel = losses.gauss_kernel(cfg.blur_size, cfg.blur_nsig)
         self.g_optimizer = keras.optimizers.Adam(cfg.learning_rate)
         self.d_optimizer = keras.optimizers.Adam(cfg.learning_rate)

@@ -44,3 +44,26 @@ def test_one_step_changes_weights_and_lowers_the_generator_loss(name):
     )
     after, _ = model.loss_terms(phone, dslr, is_dslr=swaps)
     assert float(after["generator"]) < float(before["generator"])
+
+
+def test_mixed_bfloat16_step_is_close_to_float32_and_leaves_the_policy_alone():
+    import keras
+
+    phone, dslr = fixed_batch()
+    swaps = np.array([0, 1, 0, 1])
+    terms = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        cfg = preset("seed").replace(batch_size=4, vgg_weights="random", precision=precision)
+        with pytest.warns(UserWarning, match="RANDOM weights"):
+            model = DPEDModel(cfg)
+        assert keras.mixed_precision.global_policy().name == "float32"
+        terms[precision], enhanced = model.loss_terms(phone, dslr, is_dslr=swaps)
+        assert enhanced.dtype == "float32"
+        logs = model.train_step(phone, dslr)
+        assert all(np.isfinite(float(v)) for v in logs.values())
+    bf16 = model.generator.get_layer("conv2")
+    assert bf16.compute_dtype == "bfloat16" and bf16.kernel.dtype == "float32"
+    for k in ("content", "color"):
+        assert float(terms["mixed_bfloat16"][k]) == pytest.approx(
+            float(terms["float32"][k]), rel=0.02
+        )
