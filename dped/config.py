@@ -65,6 +65,10 @@ class Config:
     precision: Literal["float32", "mixed_bfloat16"] = _f(
         "float32", "compute dtype of the networks (bfloat16: CPUs with AVX512_BF16/AMX, TPUs)"
     )
+    strategy: Literal["default", "mirrored", "multiworker"] = _f(
+        "default", "tf.distribute strategy: one device, all local GPUs, or several machines"
+    )
+    tensorboard: bool = _f(False, "also write the loss terms and metrics as TensorBoard events")
     deterministic: bool = _f(False, "TensorFlow op determinism: bit-exact reruns and resumes")
     keep_checkpoints: int = _f(3, "latest checkpoints kept (the best by PSNR is kept apart)")
     # --- data ---

@@ -94,13 +94,14 @@ def test_a_nan_loss_stops_with_the_step_and_term(tmp_path, monkeypatch):
 
 
 def test_a_run_records_config_environment_and_samples(tmp_path):
-    cfg = small_config(tmp_path).replace(num_iters=2, deterministic=False)
+    cfg = small_config(tmp_path).replace(num_iters=2, deterministic=False, tensorboard=True)
     run = training.train(cfg, out=tmp_path / "run", progress=False)
     import json
 
     env = json.loads((run / "environment.json").read_text())
     assert env["vgg_random"] is True and env["seed"] == cfg.seed
     assert (run / "samples" / "step_000002.png").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     row = final_row(run)[-1]
     for key in (
         "train_content",
