@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export DPED_REFERENCE_DIR ?= $(abspath ../shared/reference)
 
-.PHONY: help setup test parity lint format calibrate data bench clean
+.PHONY: help setup test parity lint format calibrate data bench sweep reproduce lab clean
+EXP ?= experiments/ablations.yaml
+PROFILE ?= cpu
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -20,10 +22,12 @@ $(STAMP): pyproject.toml
 		sys.exit(0 if (3, 10) <= v <= (3, 12) else f"dped needs Python 3.10-3.12, {sys.executable} is {v}")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name dped --display-name "Python (dped)"
 	touch $(STAMP)
 
-test: setup ## pytest (parity with the original code included) + nbval on notebooks/
-	$(BIN)/python -m pytest tests --nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
+test: setup data ## pytest (parity with the original code included) + nbval on notebooks/ (smoke-sized)
+	DPED_SMOKE=1 $(BIN)/python -m pytest tests --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 notebooks
 
 parity: setup ## print the parity numbers against ../shared/reference (DPED_REFERENCE_DIR)
 	$(BIN)/python -m pytest -q tests/test_pretrained.py tests/test_losses.py -k "match"
@@ -41,6 +45,19 @@ data: setup ## build the mini dataset (data/dped-mini) and print the identity ba
 
 bench: setup ## data-pipeline throughput and training-step consumption rate
 	$(BIN)/python -m dped.bench
+
+sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu
+	$(BIN)/dped sweep $(EXP) --profile $(PROFILE)
+
+reproduce: setup ## fresh clone -> mini dataset, ablation sweep (cpu), PSNR plots, summary.md
+	$(MAKE) data
+	status=0; $(BIN)/dped sweep experiments/ablations.yaml --profile cpu || status=$$?; \
+	$(BIN)/papermill --log-level WARNING notebooks/psnr-plots.ipynb \
+		results/ablations/psnr-plots.ipynb -p experiment ablations || status=1; \
+	exit $$status
+
+lab: setup ## JupyterLab on notebooks/ with the project's kernel ("Python (dped)")
+	$(BIN)/jupyter lab notebooks/
 
 calibrate: setup ## measure each loss term at initialisation (VGG=path/to/weights, default random)
 	$(BIN)/python -m dped.calibrate --set vgg_weights=$(or $(VGG),random)

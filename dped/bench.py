@@ -77,6 +77,31 @@ def step_seconds(cfg: Config, steps: int = 3) -> float:
     return (time.perf_counter() - start) / steps
 
 
+# Each speed option's effect on quality: the CPU profile trained once per option (`dped train
+# --config experiments/cpu.yaml [--set ...] --out <folder>`), folders committed under results/.
+OPTION_RUNS = {
+    "float32 (reference)": "results/cpu",
+    "precision: mixed_bfloat16": "results/cpu-bf16",
+}
+
+
+def option_effects() -> None:
+    import csv
+
+    print("\n== each option's effect on the CPU profile's final test PSNR (recorded runs) ==")
+    for option, folder in OPTION_RUNS.items():
+        path = Path(folder) / "metrics.csv"
+        if not path.is_file():
+            print(f"{option:28} (no run at {folder})")
+            continue
+        with open(path) as f:
+            last = list(csv.DictReader(f))[-1]
+        print(
+            f"{option:28} PSNR {float(last['psnr']):6.2f} dB  MS-SSIM "
+            f"{float(last['ms_ssim']):.4f}  after {last['step']} iterations, {last['wall_s']} s"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="experiments/cpu.yaml")
@@ -104,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:24} {rate:8.0f} pairs/s   (up-front validation {validation:.1f} s)")
     if args.skip_training:
         return
+    option_effects()
     print("\n== training step (generator + discriminator, 100x100, VGG-19 relu5_4) ==")
     runs = [("float32", 50), ("float32", 8), ("mixed_bfloat16", 50), ("mixed_bfloat16", 8)]
     for precision, batch in runs:

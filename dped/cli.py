@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from dped.config import Config, ConfigError, parse_override, preset
+from dped.config import Config, ConfigError, parse_override, resolve
 
 
 def resolve_config(config: str | None, overrides: list[str]) -> Config:
     """A YAML file or preset name, then `key=value` overrides: the Config every command uses."""
-    if config is None:
-        base = preset("paper")
-    elif config.endswith((".yaml", ".yml")):
-        base = Config.from_yaml(config)
-    else:
-        base = preset(config)
-    return base.replace(**dict(parse_override(s) for s in overrides))
+    return resolve(config, dict(parse_override(s) for s in overrides))
 
 
 def _config_command(args: argparse.Namespace) -> None:
@@ -26,6 +21,12 @@ def _config_command(args: argparse.Namespace) -> None:
             print(f"{key + ': ' + repr(value):<60} # {Config.doc(key)}")
     else:
         print(cfg.to_yaml(), end="")
+
+
+def _sweep_command(args: argparse.Namespace) -> int:
+    from dped import sweep
+
+    return sweep.main([args.experiment, "--profile", args.profile])
 
 
 def _calibrate_command(args: argparse.Namespace) -> None:
@@ -45,6 +46,7 @@ def _data_command(args: argparse.Namespace) -> None:
     files = sum(1 for p in base.rglob("*") if p.is_file())
     print(f"mini dataset: {files} files under {base} in {time.perf_counter() - start:.1f} s")
     baseline = minidata.identity_baseline(cfg)
+    (base / "identity_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
     print(
         f"identity baseline (phone vs DSLR, {baseline['patches']} test patches): "
         f"PSNR {baseline['psnr']:.2f} dB, SSIM {baseline['ssim']:.4f}, "
@@ -78,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="run folder (default results/<name>)")
     tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     tr.set_defaults(func=_train_command)
+    sw = sub.add_parser("sweep", help="run an experiment YAML's notebooks with papermill")
+    sw.add_argument("experiment")
+    sw.add_argument("--profile", default="cpu")
+    sw.set_defaults(func=_sweep_command)
     cal = sub.add_parser("calibrate", help="measure each loss term at initialisation")
     cal.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     cal.add_argument("--batches", type=int, default=3)
@@ -88,11 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"dped: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

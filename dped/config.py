@@ -255,6 +255,21 @@ def preset(name: str) -> Config:
     return Config(**PRESETS[name])
 
 
+# What `make test` runs the notebooks with (nbval): a few iterations, seconds not minutes.
+SMOKE = {"num_iters": 2, "eval_every": 2, "batch_size": 2}
+
+
+def resolve(config: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """A YAML file (`*.yaml`) or preset name, then overrides: what the CLI and notebooks use."""
+    if config is None:
+        base = preset("paper")
+    elif config.endswith((".yaml", ".yml")):
+        base = Config.from_yaml(config)
+    else:
+        base = preset(config)
+    return base.replace(**(overrides or {}))
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse a `key=value` command-line override; the value is read as YAML (1e-4, true, none)."""
     key, sep, raw = text.partition("=")

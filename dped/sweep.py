@@ -1,0 +1,134 @@
+"""The papermill sweep: one executed `DPED-main.ipynb` per run and seed of an experiment YAML.
+
+    python -m dped.sweep experiments/ablations.yaml --profile cpu
+
+Each run's notebook goes to results/<experiment>/<run>-s<seed>.ipynb, beside its run folder
+results/<experiment>/<run>-s<seed>/. A rerun skips runs whose metrics reached num_iters and
+resumes interrupted ones from their last checkpoint; a failed run is recorded in
+<run>-s<seed>.error.txt and the others still run; the exit status is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from dped.config import Config, ConfigError
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str  # <run>-s<seed>
+    preset: str
+    overrides: dict
+    config: Config
+
+
+def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
+    """The experiment's header and one Job per run and seed, with the profile applied."""
+    spec = yaml.safe_load(Path(path).read_text())
+    if profile not in spec.get("profiles", {}):
+        raise ConfigError(
+            f"{path}: unknown profile '{profile}': expected one of "
+            f"{', '.join(spec.get('profiles', {}))}"
+        )
+    jobs = []
+    for seed in spec["seeds"][profile]:
+        for run, settings in spec["runs"].items():
+            settings = dict(settings)
+            preset = settings.pop("preset")
+            name = f"{run}-s{seed}"
+            overrides = {
+                **settings,
+                **(spec["profiles"][profile] or {}),
+                "seed": seed,
+                "name": name,
+            }
+            jobs.append(
+                Job(name, preset, overrides, Config.from_dict({"preset": preset, **overrides}))
+            )
+    return spec, jobs
+
+
+def is_complete(run_dir: Path, cfg: Config) -> bool:
+    from dped.runs import read_metrics
+
+    rows = read_metrics(run_dir)
+    return bool(rows) and int(rows[-1]["step"]) >= cfg.num_iters
+
+
+def run_job(job: Job, notebook: Path, results: Path) -> None:
+    import papermill
+
+    papermill.execute_notebook(
+        str(notebook),
+        str(results / f"{job.name}.ipynb"),
+        parameters={
+            "config": job.preset,
+            "overrides": job.overrides,
+            "out": str(results / job.name),
+            "resume": True,
+        },
+        progress_bar=False,
+        cwd=str(Path.cwd()),
+    )
+
+
+def sweep(path: str | Path, profile: str) -> int:
+    """Run every job not yet complete; returns the number of failed jobs."""
+    spec, jobs = load_experiment(path, profile)
+    results = Path("results") / spec["name"]
+    results.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for i, job in enumerate(jobs, start=1):
+        prefix = f"[{i}/{len(jobs)}] {job.name}:"
+        error_file = results / f"{job.name}.error.txt"
+        if is_complete(results / job.name, job.config):
+            print(f"{prefix} complete, skipped", flush=True)
+            continue
+        start = time.perf_counter()
+        try:
+            run_job(job, Path(spec["notebook"]), results)
+        except Exception as err:  # papermill raises its own error types and the kernel's
+            failed += 1
+            error_file.write_text(f"{type(err).__name__}: {err}\n")
+            print(
+                f"{prefix} FAILED after {time.perf_counter() - start:.0f} s "
+                f"({type(err).__name__}; see {error_file})",
+                flush=True,
+            )
+            continue
+        error_file.unlink(missing_ok=True)
+        from dped.runs import read_metrics
+
+        last = read_metrics(results / job.name)[-1]
+        print(
+            f"{prefix} done in {time.perf_counter() - start:.0f} s, "
+            f"PSNR {float(last['psnr']):.2f} dB",
+            flush=True,
+        )
+    print(f"sweep {spec['name']} ({profile}): {len(jobs) - failed} of {len(jobs)} runs complete")
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="papermill sweep over an experiment YAML")
+    parser.add_argument("experiment", help="experiments/<name>.yaml")
+    parser.add_argument("--profile", default="cpu")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return 1 if sweep(args.experiment, args.profile) else 0
+    except (ConfigError, FileNotFoundError, KeyError) as err:
+        print(f"dped sweep: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
