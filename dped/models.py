@@ -87,7 +87,8 @@ def build_generator(
     Works on any H x W (stride 1, SAME padding everywhere). `norm` is the layer after each
     residual-block convolution; `head='tanh'` is the original tanh(conv9x9)*0.58+0.5,
     `head='conv1x1'` a linear 1x1 convolution to RGB in its place (modification 2).
-    `init='he'` draws kernels He-normal instead of the original's truncated normal (0.01).
+    `init='he'` draws the ReLU layers' kernels He-normal instead of the original's truncated
+    normal (0.01); the output layer keeps the small init (He-scaled, the tanh head saturates).
     """
     if norm not in NORMS:
         raise ValueError(f"norm: expected one of {' | '.join(NORMS)}, got {norm!r}")
@@ -107,11 +108,12 @@ def build_generator(
     last = 2 + 2 * res_blocks
     x = layers.ReLU(name=f"relu{last}")(_conv(filters, 3, f"conv{last}", init=init)(x))
     x = layers.ReLU(name=f"relu{last + 1}")(_conv(filters, 3, f"conv{last + 1}", init=init)(x))
+    # The output layer is not followed by a ReLU: it keeps the original small init.
     if head == "tanh":
-        x = _conv(3, 9, f"conv{last + 2}", init=init)(x)
+        x = _conv(3, 9, f"conv{last + 2}")(x)
         enhanced = ScaledTanh(name="tanh_head")(x)
     else:
-        enhanced = _conv(3, 1, "conv1x1_head", init=init)(x)
+        enhanced = _conv(3, 1, "conv1x1_head")(x)
     # Under a mixed-precision policy the output is still float32, as the losses expect.
     enhanced = layers.Activation("linear", dtype="float32", name="enhanced")(enhanced)
     return keras.Model(phone, enhanced, name=name)

@@ -1,0 +1,139 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dped import report, sweep
+from dped.config import ConfigError, preset
+
+
+def write_experiment(tmp_path, notebook="notebooks/DPED-main.ipynb"):
+    spec = {
+        "name": "mini-ablation",
+        "notebook": notebook,
+        "seeds": {"cpu": [0, 1]},
+        "runs": {
+            "seed": {"preset": "seed"},
+            "seed-no-augment": {"preset": "seed", "augment": False},
+        },
+        "profiles": {"cpu": {"batch_size": 2, "num_iters": 3}},
+    }
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_experiment_expands_runs_seeds_and_profile(tmp_path):
+    _, jobs = sweep.load_experiment(write_experiment(tmp_path), "cpu")
+    assert [j.name for j in jobs] == [
+        "seed-s0",
+        "seed-no-augment-s0",
+        "seed-s1",
+        "seed-no-augment-s1",
+    ]
+    job = jobs[1]
+    assert job.config == preset("seed").replace(
+        augment=False, batch_size=2, num_iters=3, seed=0, name="seed-no-augment-s0"
+    )
+    with pytest.raises(ConfigError, match="unknown profile 'gpu': expected one of cpu"):
+        sweep.load_experiment(write_experiment(tmp_path), "gpu")
+
+
+def test_the_ablations_cover_the_five_modifications():
+    _, jobs = sweep.load_experiment("experiments/ablations.yaml", "cpu")
+    configs = {j.name.rsplit("-s", 1)[0]: j.config for j in jobs}
+    seed = configs["seed"]
+    assert configs["paper"].norm == "instance" and configs["paper"].w_content == 10
+    reverted = {run: set(seed.diff(c)) - {"name"} for run, c in configs.items() if run != "seed"}
+    assert reverted["seed-instance-norm"] == {"norm"}
+    assert reverted["seed-tanh-head"] == {"head"}
+    assert reverted["seed-paper-weights"] == {"w_content", "w_color", "w_texture", "w_tv"}
+    assert reverted["seed-no-augment"] == {"augment"}
+    assert reverted["seed-lr-5e-4"] == {"learning_rate"}
+
+
+def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = write_experiment(tmp_path)
+    done = tmp_path / "results" / "mini-ablation" / "seed-s0"
+    done.mkdir(parents=True)
+    (done / "metrics.csv").write_text("step,psnr\n3,20.0\n")
+    calls = []
+
+    def fake_run(job, notebook, results):
+        calls.append(job.name)
+        if job.name == "seed-no-augment-s0":
+            raise RuntimeError("kernel died")
+        (results / job.name).mkdir()
+        (results / job.name / "metrics.csv").write_text("step,psnr\n3,21.5\n")
+
+    monkeypatch.setattr(sweep, "run_job", fake_run)
+    assert sweep.main([str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "[1/4] seed-s0: complete, skipped" in out
+    assert "[2/4] seed-no-augment-s0: FAILED" in out and "[4/4] seed-no-augment-s1: done" in out
+    assert calls == ["seed-no-augment-s0", "seed-s1", "seed-no-augment-s1"]
+    error = tmp_path / "results" / "mini-ablation" / "seed-no-augment-s0.error.txt"
+    assert "RuntimeError: kernel died" in error.read_text()
+    # A rerun skips every finished run and retries only the failed one.
+    calls.clear()
+    monkeypatch.setattr(
+        sweep,
+        "run_job",
+        lambda job, nb, res: (
+            calls.append(job.name)
+            or (res / job.name).mkdir(exist_ok=True)
+            or (res / job.name / "metrics.csv").write_text("step,psnr\n3,19\n")
+        ),
+    )
+    assert sweep.main([str(path)]) == 0
+    assert calls == ["seed-no-augment-s0"] and not error.exists()
+
+
+def test_report_tables_and_effects(tmp_path):
+    for seed in (0, 1):
+        for run, psnr in (
+            ("seed", 20.0 + seed),
+            ("seed-no-augment", 19.0 + seed),
+            ("seed-lr-5e-4", 20.5 + seed),
+        ):
+            folder = tmp_path / f"{run}-s{seed}"
+            folder.mkdir()
+            pd.DataFrame(
+                {
+                    "step": [1, 2],
+                    "psnr": [10, psnr],
+                    "ssim": [0.5, 0.6],
+                    "ms_ssim": [0.7, 0.8],
+                    "wall_s": [5, 10],
+                }
+            ).to_csv(folder / "metrics.csv", index=False)
+    runs = report.collect(tmp_path)
+    assert len(runs) == 6
+    table = report.final_table(runs)
+    assert table.loc["seed", ("psnr", "mean")] == 20.5 and table.loc["seed", "seeds"] == 2
+    effect = report.effects(runs).set_index("run")
+    assert effect.loc["seed-no-augment", "effect_db"] == pytest.approx(1.0)
+    assert effect.loc["seed-lr-5e-4", "effect_db"] == pytest.approx(-0.5)
+    summary = report.write_summary(
+        tmp_path, runs, table, report.effects(runs), {"psnr": 16.4, "ms_ssim": 0.84}
+    )
+    text = summary.read_text()
+    assert "| seed | 2 | 20.50 +- 0.71 |" in text and "(4) flip/rotate augmentation | 1.00" in text
+
+
+def test_sweep_cli_errors(tmp_path, capsys):
+    assert sweep.main([str(tmp_path / "missing.yaml")]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_notebooks_have_a_parameters_cell_and_no_outputs():
+    import nbformat
+
+    for path in Path("notebooks").glob("*.ipynb"):
+        nb = nbformat.read(path, 4)
+        assert nb.metadata["kernelspec"]["name"] == "dped", path
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path
+        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path
