@@ -23,6 +23,18 @@ def _config_command(args: argparse.Namespace) -> None:
         print(cfg.to_yaml(), end="")
 
 
+def _enhance_command(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dped.enhance import enhance_files, load_generator
+
+    generator = load_generator(args.model, args.weights_dir)
+    failures = enhance_files(
+        args.inputs, generator, Path(args.out), args.format, args.tile, args.raw, args.before_after
+    )
+    return 1 if failures else 0
+
+
 def _sweep_command(args: argparse.Namespace) -> int:
     from dped import sweep
 
@@ -80,6 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", help="run folder (default results/<name>)")
     tr.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     tr.set_defaults(func=_train_command)
+    en = sub.add_parser("enhance", help="enhance photos of any size")
+    en.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
+    en.add_argument(
+        "--model",
+        required=True,
+        help="a run folder, iphone_orig | blackberry_orig | sony_orig, or a TF1 checkpoint prefix",
+    )
+    en.add_argument("--weights-dir", help="folder of the original models (or DPED_WEIGHTS_DIR)")
+    en.add_argument("--out", required=True, help="output folder")
+    en.add_argument("--tile", type=int, default=512, help="tile side in pixels")
+    en.add_argument("--format", choices=["png", "jpg"], default="png")
+    en.add_argument("--before-after", action="store_true", help="phone | enhanced side by side")
+    en.add_argument("--raw", action="store_true", help="also write the unclipped float32 .npy")
+    en.set_defaults(func=_enhance_command)
     sw = sub.add_parser("sweep", help="run an experiment YAML's notebooks with papermill")
     sw.add_argument("experiment")
     sw.add_argument("--profile", default="cpu")

@@ -50,7 +50,7 @@ def training_curves(run_dir: str | Path, out: str | Path | None = None):
     import matplotlib.pyplot as plt
 
     m = read_metrics(run_dir)
-    fig, axes = plt.subplots(3, 3, figsize=(12, 9))
+    fig, axes = plt.subplots(3, 3, figsize=(12, 9), dpi=60)
     for ax, term in zip(axes.flat, LOSS_TERMS):
         ax.plot(m["step"], m[f"train_{term}"], label="train (mean since last eval)")
         if f"test_{term}" in m:
@@ -76,16 +76,16 @@ def training_curves(run_dir: str | Path, out: str | Path | None = None):
 
 
 def show_samples(run_dir: str | Path):
-    """The latest before/after grid of a run: phone | enhanced | DSLR per row."""
+    """The latest before/after grid of a run (phone | enhanced | DSLR per row), as a JPEG for
+    notebooks: a PNG of photographs would make each stored notebook ~0.6 MB."""
+    import io
+
     import imageio.v3 as iio
-    import matplotlib.pyplot as plt
+    from IPython.display import Image
 
     grids = sorted((Path(run_dir) / "samples").glob("step_*.png"))
     if not grids:
         raise FileNotFoundError(f"no samples in {run_dir}/samples")
-    image = iio.imread(grids[-1])
-    fig, ax = plt.subplots(figsize=(6, 2 * image.shape[0] / image.shape[1] * 3))
-    ax.imshow(image)
-    ax.set_title(f"{grids[-1].stem}: phone | enhanced | DSLR")
-    ax.axis("off")
-    return _save(fig, None)
+    buffer = io.BytesIO()
+    iio.imwrite(buffer, iio.imread(grids[-1]), extension=".jpg", quality=85)
+    return Image(data=buffer.getvalue(), format="jpeg")

@@ -113,7 +113,7 @@ def write_summary(
     ]
     for run, r in table.iterrows():
         lines.append(
-            f"| {run} | {int(r['seeds'])} | {_fmt(r['psnr', 'mean'], r['psnr', 'std'], 2)} | "
+            f"| {run} | {int(r[('seeds', '')])} | {_fmt(r['psnr', 'mean'], r['psnr', 'std'], 2)} | "
             f"{_fmt(r['ssim', 'mean'], r['ssim', 'std'], 4)} | "
             f"{_fmt(r['ms_ssim', 'mean'], r['ms_ssim', 'std'], 4)} | "
             f"{_fmt(r['wall_s', 'mean'], r['wall_s', 'std'], 0)} |"

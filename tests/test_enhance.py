@@ -1,0 +1,109 @@
+import json
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+
+from dped.cli import main
+from dped.enhance import enhance_image, load_image, receptive_radius
+from dped.models import build_generator
+from dped.pretrained import original_generator
+
+
+@pytest.fixture(scope="module")
+def seed_generator():
+    return build_generator("none", "conv1x1", init="he")
+
+
+@pytest.mark.parametrize("size, tile", [((101, 77), 32), ((45, 60), 10)])
+def test_tiles_match_the_whole_image_for_norm_free_generators(seed_generator, size, tile):
+    image = np.random.default_rng(0).random((*size, 3), dtype=np.float32)
+    whole = np.asarray(seed_generator(image[None]))[0]
+    assert tile < receptive_radius(seed_generator) or tile > 20  # includes tiles < the overlap
+    tiled = enhance_image(seed_generator, image, tile=tile)
+    assert np.abs(tiled - whole).max() <= 1e-5
+
+
+def test_exact_mode_matches_one_pass_for_instance_norm(reference):
+    generator = original_generator("iphone_orig", reference / "dped_orig_checkpoints")
+    image = iio.imread(reference / "in_astronaut_512x512.png").astype(np.float32) / 255
+    tiled = enhance_image(generator, image[:301, :257], tile=96)
+    whole = np.asarray(generator(image[None, :301, :257]))[0]
+    assert np.abs(tiled - whole).max() <= 1e-4
+    # statistics are released afterwards: a plain call is per-image again
+    assert all(lay.fixed_stats is None for lay in generator.layers if hasattr(lay, "fixed_stats"))
+
+
+def test_cli_raw_reproduces_the_reference_outputs_tiled(reference, tmp_path, parity):
+    manifest = json.loads((reference / "manifest.json").read_text())["outputs"]
+    out = tmp_path / "out"
+    args = [
+        "enhance",
+        str(reference / "in_astronaut_512x512.png"),
+        "--model",
+        "sony_orig",
+        "--weights-dir",
+        str(reference / "dped_orig_checkpoints"),
+        "--out",
+        str(out),
+        "--raw",
+        "--tile",
+        "200",
+    ]
+    assert main(args) == 0
+    got = np.load(out / "in_astronaut_512x512.npy")
+    error = float(np.abs(got - np.load(reference / "out_sony_orig_astronaut_512x512.npy")).max())
+    parity("enhance --raw, tiled 200", "out_sony_orig_astronaut_512x512.npy", error, 1e-4)
+    assert error <= 1e-4 and "out_sony_orig_astronaut_512x512.npy" in manifest
+
+
+def test_inputs_a_user_really_has(tmp_path, capsys):
+    from dped.training import DPEDModel  # noqa: F401  (keeps TF warm for the run folder below)
+
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(1)
+    iio.imwrite(src / "deep.png", rng.integers(0, 65535, (40, 30, 3), dtype=np.uint16))
+    iio.imwrite(src / "gray.png", rng.integers(0, 255, (30, 40), dtype=np.uint8))
+    rgba = rng.integers(0, 255, (30, 30, 4), dtype=np.uint8)
+    iio.imwrite(src / "alpha.png", rgba)
+    (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    exif = Image.new("RGB", (40, 20), (200, 10, 10)).getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.new("RGB", (40, 20), (200, 10, 10)).save(src / "rotated.jpg", exif=exif)
+    run = tmp_path / "run"
+    run.mkdir()
+    from dped.config import preset
+
+    preset("seed").dump_yaml(run / "config.yaml")
+    import tensorflow as tf
+
+    from dped.models import generator_from_config
+
+    tf.train.Checkpoint(generator=generator_from_config(preset("seed"))).save(
+        str(run / "checkpoints" / "ckpt")
+    )
+    out = tmp_path / "out"
+    assert main(["enhance", str(src), "--model", str(run), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.jpg" in err[0]
+    assert iio.imread(out / "deep.png").dtype == np.uint16
+    assert iio.imread(out / "gray.png").shape == (30, 40, 3)
+    alpha = iio.imread(out / "alpha.png")
+    assert alpha.shape == (30, 30, 4) and np.array_equal(alpha[..., 3], rgba[..., 3])
+    assert iio.imread(out / "rotated.png").shape == (40, 20, 3)
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no partial files
+    assert load_image(src / "rotated.jpg")[0].shape == (40, 20, 3)
+
+
+def test_never_overwrites_an_input(tmp_path, capsys):
+    iio.imwrite(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    before = (tmp_path / "a.png").read_bytes()
+    from dped.enhance import enhance_files
+
+    failures = enhance_files(
+        [str(tmp_path / "a.png")], build_generator("none", "conv1x1"), tmp_path, "png"
+    )
+    assert failures == 1 and (tmp_path / "a.png").read_bytes() == before
+    assert "would overwrite the input" in capsys.readouterr().err
