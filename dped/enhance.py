@@ -104,7 +104,10 @@ def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
 
 
 def save_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, depth: int) -> None:
-    """Atomic write of the clipped image (PNG keeps alpha and 16-bit depth, JPEG is 8-bit RGB)."""
+    """Atomic write of the clipped image, 8-bit (PNG keeps alpha; JPEG is RGB).
+
+    Pillow cannot write 16-bit RGB PNGs, so 16-bit inputs give 8-bit images; `--raw` keeps
+    the full float32 output."""
     import io
 
     import imageio.v3 as iio
@@ -115,10 +118,7 @@ def save_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, depth: int
     jpeg = path.suffix.lower() in (".jpg", ".jpeg")
     if alpha is not None and not jpeg:
         image = np.concatenate([image, alpha[..., None]], axis=-1)
-    if depth == 16 and not jpeg:
-        image = np.round(image * 65535).astype(np.uint16)
-    else:
-        image = np.round(image * 255).astype(np.uint8)
+    image = np.round(image * 255).astype(np.uint8)
     buffer = io.BytesIO()
     iio.imwrite(buffer, image, extension=path.suffix.lower(), **({"quality": 95} if jpeg else {}))
     atomic_write(path, buffer.getvalue())

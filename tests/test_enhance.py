@@ -64,7 +64,7 @@ def test_inputs_a_user_really_has(tmp_path, capsys):
     src = tmp_path / "in"
     src.mkdir()
     rng = np.random.default_rng(1)
-    iio.imwrite(src / "deep.png", rng.integers(0, 65535, (40, 30, 3), dtype=np.uint16))
+    iio.imwrite(src / "deep.png", np.full((40, 30), 30000, dtype=np.uint16))  # 16-bit PNG
     iio.imwrite(src / "gray.png", rng.integers(0, 255, (30, 40), dtype=np.uint8))
     rgba = rng.integers(0, 255, (30, 30, 4), dtype=np.uint8)
     iio.imwrite(src / "alpha.png", rgba)
@@ -88,7 +88,9 @@ def test_inputs_a_user_really_has(tmp_path, capsys):
     assert main(["enhance", str(src), "--model", str(run), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.jpg" in err[0]
-    assert iio.imread(out / "deep.png").dtype == np.uint16
+    assert load_image(src / "deep.png")[2] == 16
+    np.testing.assert_allclose(load_image(src / "deep.png")[0], 30000 / 65535, rtol=1e-6)
+    assert iio.imread(out / "deep.png").shape == (40, 30, 3)
     assert iio.imread(out / "gray.png").shape == (30, 40, 3)
     alpha = iio.imread(out / "alpha.png")
     assert alpha.shape == (30, 30, 4) and np.array_equal(alpha[..., 3], rgba[..., 3])
