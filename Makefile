@@ -44,7 +44,7 @@ data: setup ## build the mini dataset (data/dped-mini) and print the identity ba
 	$(BIN)/dped data --config experiments/cpu.yaml
 
 bench: setup ## data-pipeline throughput and training-step consumption rate
-	$(BIN)/python -m dped.bench
+	$(BIN)/python -m dped.bench --weights-dir $(or $(DPED_WEIGHTS_DIR),$(DPED_REFERENCE_DIR)/dped_orig_checkpoints)
 
 sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu
 	$(BIN)/dped sweep $(EXP) --profile $(PROFILE)
