@@ -35,6 +35,16 @@ def _tiles(size: int, tile: int):
     return [(s, min(s + tile, size)) for s in range(0, size, tile)]
 
 
+def _graph(model: keras.Model):
+    """The model as one traced graph over any tile shape. Keras' eager functional call keeps
+    every layer's output alive until it returns (~2 GB for a 548x548 tile); a graph frees
+    each buffer once it is consumed. Traced after `fixed_stats` are set, so they are baked in."""
+    import tensorflow as tf
+
+    spec = tf.TensorSpec([1, None, None, 3], tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
 def _run_tiled(fn, image: np.ndarray, tile: int, pad: int):
     """Apply `fn` to overlapping windows; yield (core slice, fn output cropped to the core)."""
     h, w = image.shape[:2]
@@ -54,7 +64,7 @@ def _run_tiled(fn, image: np.ndarray, tile: int, pad: int):
 def _gather_statistics(generator, image, tile, pad, progress):
     """Freeze each instance-norm layer to its image-wide mean and variance, in network order."""
     for layer in _norm_layers(generator):
-        upto = keras.Model(generator.input, layer.input)
+        upto = _graph(keras.Model(generator.input, layer.input))
         total = sq = None
         for _, core in _run_tiled(upto, image, tile, pad):
             flat = core.reshape(-1, core.shape[-1]).astype(np.float64)
@@ -79,7 +89,7 @@ def enhance_image(
         if norms:
             _gather_statistics(generator, image, tile, pad, progress)
         out = np.empty((h, w, 3), np.float32)
-        for where, core in _run_tiled(lambda x: generator(x, training=False), image, tile, pad):
+        for where, core in _run_tiled(_graph(generator), image, tile, pad):
             out[where] = core
             progress()
         return out
