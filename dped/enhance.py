@@ -45,31 +45,46 @@ def _graph(model: keras.Model):
     return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
 
-def _run_tiled(fn, image: np.ndarray, tile: int, pad: int):
-    """Apply `fn` to overlapping windows; yield (core slice, fn output cropped to the core)."""
+def _windows(image: np.ndarray, tile: int, pad: int):
+    """Yield (core slices in the image, window with `pad` of context, core's crop in the window)."""
     h, w = image.shape[:2]
     for y0, y1 in _tiles(h, tile):
         for x0, x1 in _tiles(w, tile):
-            wy0, wy1, wx0, wx1 = (
-                max(0, y0 - pad),
-                min(h, y1 + pad),
-                max(0, x0 - pad),
-                min(w, x1 + pad),
-            )
-            out = np.asarray(fn(image[None, wy0:wy1, wx0:wx1]))[0]
-            core = out[y0 - wy0 : y0 - wy0 + (y1 - y0), x0 - wx0 : x0 - wx0 + (x1 - x0)]
-            yield (slice(y0, y1), slice(x0, x1)), core
+            wy0, wx0 = max(0, y0 - pad), max(0, x0 - pad)
+            window = image[None, wy0 : min(h, y1 + pad), wx0 : min(w, x1 + pad)]
+            crop = np.array([y0 - wy0, y1 - wy0, x0 - wx0, x1 - wx0], np.int32)
+            yield (slice(y0, y1), slice(x0, x1)), window, crop
+
+
+def _run_tiled(fn, image: np.ndarray, tile: int, pad: int):
+    """Apply `fn` to overlapping windows; yield (core slices, fn output cropped to the core)."""
+    for where, window, (cy0, cy1, cx0, cx1) in _windows(image, tile, pad):
+        yield where, np.asarray(fn(window))[0, cy0:cy1, cx0:cx1]
+
+
+def _sums_graph(model: keras.Model):
+    """Per-channel sum and sum of squares (float64) of the model's output over a crop, in-graph:
+    a tile's activations never reach numpy."""
+    import tensorflow as tf
+
+    spec = [tf.TensorSpec([1, None, None, 3], tf.float32), tf.TensorSpec([4], tf.int32)]
+
+    @tf.function(input_signature=spec)
+    def sums(x, crop):
+        h = tf.cast(model(x, training=False)[0, crop[0] : crop[1], crop[2] : crop[3]], tf.float64)
+        return tf.reduce_sum(h, [0, 1]), tf.reduce_sum(tf.square(h), [0, 1])
+
+    return sums
 
 
 def _gather_statistics(generator, image, tile, pad, progress):
     """Freeze each instance-norm layer to its image-wide mean and variance, in network order."""
     for layer in _norm_layers(generator):
-        upto = _graph(keras.Model(generator.input, layer.input))
-        total = sq = None
-        for _, core in _run_tiled(upto, image, tile, pad):
-            flat = core.reshape(-1, core.shape[-1]).astype(np.float64)
-            total = flat.sum(0) + (0 if total is None else total)
-            sq = (flat**2).sum(0) + (0 if sq is None else sq)
+        sums = _sums_graph(keras.Model(generator.input, layer.input))
+        total = sq = 0.0
+        for _, window, crop in _windows(image, tile, pad):
+            s1, s2 = sums(window, crop)
+            total, sq = total + s1.numpy(), sq + s2.numpy()
             progress()
         n = image.shape[0] * image.shape[1]
         mean = total / n
