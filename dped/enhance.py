@@ -99,7 +99,7 @@ def enhance_image(
     norms = _norm_layers(generator)
     h, w = image.shape[:2]
     if max(h, w) <= tile:
-        return np.asarray(generator(image[None], training=False))[0]
+        return np.asarray(_graph(generator)(image[None]))[0]
     try:
         if norms:
             _gather_statistics(generator, image, tile, pad, progress)
