@@ -128,7 +128,7 @@ def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     return np.ascontiguousarray(array[..., :3]), alpha, depth
 
 
-def save_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None, depth: int) -> None:
+def save_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None) -> None:
     """Atomic write of the clipped image, 8-bit (PNG keeps alpha; JPEG is RGB).
 
     Pillow cannot write 16-bit RGB PNGs, so 16-bit inputs give 8-bit images; `--raw` keeps
@@ -209,12 +209,12 @@ def enhance_files(
         try:
             if target.resolve() == path.resolve():
                 raise ValueError("the output would overwrite the input: choose another --out")
-            rgb, alpha, depth = load_image(path)
+            rgb, alpha, _ = load_image(path)
             enhanced = enhance_image(generator, rgb, tile)
             if before_after:
                 enhanced = np.concatenate([rgb, enhanced], axis=1)
                 alpha = None if alpha is None else np.concatenate([alpha, alpha], axis=1)
-            save_image(target, enhanced, alpha, depth)
+            save_image(target, enhanced, alpha)
             if raw:
                 import io
 
