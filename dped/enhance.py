@@ -9,12 +9,13 @@ statistics fixed: 9 passes of growing depth, about 4.5 forward passes of work.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from dped.models import InstanceNormalization
+from dped.forward import FastGenerator
 
 
 def receptive_radius(generator: keras.Model) -> int:
@@ -26,23 +27,20 @@ def receptive_radius(generator: keras.Model) -> int:
     )
 
 
-def _norm_layers(generator: keras.Model) -> list[InstanceNormalization]:
-    return [lay for lay in generator.layers if isinstance(lay, InstanceNormalization)]
+_FAST = weakref.WeakKeyDictionary()
+
+
+def fast_generator(generator: keras.Model, precision: str = "float32") -> FastGenerator:
+    """One FastGenerator per generator and precision, so its graphs are traced once."""
+    cache = _FAST.setdefault(generator, {})
+    if precision not in cache:
+        cache[precision] = FastGenerator(generator, precision)
+    return cache[precision]
 
 
 def _tiles(size: int, tile: int):
     """(start, stop) of the core tiles along one axis."""
     return [(s, min(s + tile, size)) for s in range(0, size, tile)]
-
-
-def _graph(model: keras.Model):
-    """The model as one traced graph over any tile shape. Keras' eager functional call keeps
-    every layer's output alive until it returns (~2 GB for a 548x548 tile); a graph frees
-    each buffer once it is consumed. Traced after `fixed_stats` are set, so they are baked in."""
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([1, None, None, 3], tf.float32)
-    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
 
 def _windows(image: np.ndarray, tile: int, pad: int):
@@ -56,61 +54,61 @@ def _windows(image: np.ndarray, tile: int, pad: int):
             yield (slice(y0, y1), slice(x0, x1)), window, crop
 
 
-def _run_tiled(fn, image: np.ndarray, tile: int, pad: int):
-    """Apply `fn` to overlapping windows; yield (core slices, fn output cropped to the core)."""
-    for where, window, (cy0, cy1, cx0, cx1) in _windows(image, tile, pad):
-        yield where, np.asarray(fn(window))[0, cy0:cy1, cx0:cx1]
+def passes(fast: FastGenerator, shape: tuple[int, ...], tile: int) -> int:
+    """Graph runs `enhance_image` makes for an image of this shape: the progress bar's total."""
+    if max(shape[:2]) <= tile:
+        return 1
+    return (len(fast.instance) + 1) * len(_tiles(shape[0], tile)) * len(_tiles(shape[1], tile))
 
 
-def _sums_graph(model: keras.Model):
-    """Per-channel sum and sum of squares (float64) of the model's output over a crop, in-graph:
-    a tile's activations never reach numpy."""
-    import tensorflow as tf
-
-    spec = [tf.TensorSpec([1, None, None, 3], tf.float32), tf.TensorSpec([4], tf.int32)]
-
-    @tf.function(input_signature=spec)
-    def sums(x, crop):
-        h = tf.cast(model(x, training=False)[0, crop[0] : crop[1], crop[2] : crop[3]], tf.float64)
-        return tf.reduce_sum(h, [0, 1]), tf.reduce_sum(tf.square(h), [0, 1])
-
-    return sums
+def pooled_moments(parts) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of a union of parts from each part's (count, mean, variance), in
+    float64: the law of total variance, exact and free of E[x^2] - E[x]^2 cancellation."""
+    counts = np.array([n for n, _, _ in parts], np.float64)[:, None]
+    means = np.array([m for _, m, _ in parts], np.float64)
+    variances = np.array([v for _, _, v in parts], np.float64)
+    mean = (counts * means).sum(0) / counts.sum()
+    var = (counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum()
+    return mean, var
 
 
-def _gather_statistics(generator, image, tile, pad, progress):
-    """Freeze each instance-norm layer to its image-wide mean and variance, in network order."""
-    for layer in _norm_layers(generator):
-        sums = _sums_graph(keras.Model(generator.input, layer.input))
-        total = sq = 0.0
-        for _, window, crop in _windows(image, tile, pad):
-            s1, s2 = sums(window, crop)
-            total, sq = total + s1.numpy(), sq + s2.numpy()
+def _gather_statistics(fast: FastGenerator, image, tile, progress) -> np.ndarray:
+    """Each instance norm's image-wide mean and variance, in network order (norm k's input
+    depends on the norms before it): stats[j] = (mean, var) of norm fast.instance[j]."""
+    stats = np.zeros((len(fast.instance), 2, fast.channels), np.float32)
+    for j, k in enumerate(fast.instance):
+        parts = []
+        for _, window, crop in _windows(image, tile, fast.radius):
+            mean, var = fast.moments(k)(window, crop, stats)
+            parts.append(((crop[1] - crop[0]) * (crop[3] - crop[2]), mean.numpy(), var.numpy()))
             progress()
-        n = image.shape[0] * image.shape[1]
-        mean = total / n
-        layer.fixed_stats = (mean.astype(np.float32), (sq / n - mean**2).astype(np.float32))
+        stats[j] = pooled_moments(parts)
+    return stats
 
 
 def enhance_image(
-    generator: keras.Model, image: np.ndarray, tile: int = 512, progress=lambda: None
+    generator: keras.Model | FastGenerator,
+    image: np.ndarray,
+    tile: int = 512,
+    progress=lambda: None,
+    precision: str = "float32",
 ) -> np.ndarray:
-    """The generator's raw float32 output for one HxWx3 image in 0..1, computed tile by tile."""
-    pad = receptive_radius(generator)
-    norms = _norm_layers(generator)
+    """The generator's raw float32 output for one HxWx3 image in 0..1, computed tile by tile
+    when larger than `tile`; `progress()` is called after each graph run."""
+    fast = (
+        generator if isinstance(generator, FastGenerator) else fast_generator(generator, precision)
+    )
     h, w = image.shape[:2]
     if max(h, w) <= tile:
-        return np.asarray(_graph(generator)(image[None]))[0]
-    try:
-        if norms:
-            _gather_statistics(generator, image, tile, pad, progress)
-        out = np.empty((h, w, 3), np.float32)
-        for where, core in _run_tiled(_graph(generator), image, tile, pad):
-            out[where] = core
-            progress()
+        out = fast.one_pass(image[None]).numpy()[0]
+        progress()
         return out
-    finally:
-        for layer in norms:
-            layer.fixed_stats = None
+    stats = _gather_statistics(fast, image, tile, progress)
+    out = np.empty((h, w, 3), np.float32)
+    for where, window, (cy0, cy1, cx0, cx1) in _windows(image, tile, fast.radius):
+        out[where] = fast.fixed(window, stats).numpy()[0, cy0:cy1, cx0:cx1]
+        progress()
+    return out
 
 
 def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
@@ -194,6 +192,7 @@ def enhance_files(
     tile: int = 512,
     raw: bool = False,
     before_after: bool = False,
+    precision: str = "float32",
 ) -> int:
     """Enhance every file; a bad file is a one-line error and the others still run.
     Returns the number of failures."""
@@ -203,6 +202,7 @@ def enhance_files(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     files = list_inputs(paths)
+    fast = fast_generator(generator, precision)
     failures = 0
     for path in tqdm(files, desc="images", unit="image", disable=None):
         target = out_dir / f"{path.stem}.{fmt}"
@@ -210,7 +210,9 @@ def enhance_files(
             if target.resolve() == path.resolve():
                 raise ValueError("the output would overwrite the input: choose another --out")
             rgb, alpha, _ = load_image(path)
-            enhanced = enhance_image(generator, rgb, tile)
+            total = passes(fast, rgb.shape, tile)
+            with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=None) as bar:
+                enhanced = enhance_image(fast, rgb, tile, bar.update)
             if before_after:
                 enhanced = np.concatenate([rgb, enhanced], axis=1)
                 alpha = None if alpha is None else np.concatenate([alpha, alpha], axis=1)

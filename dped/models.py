@@ -27,9 +27,6 @@ class InstanceNormalization(layers.Layer):
     def __init__(self, epsilon: float = 1e-3, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = epsilon
-        # (mean, var) per channel, set by dped.enhance for exact tiled inference: statistics of
-        # the whole image instead of the tile's. None: the usual per-image statistics.
-        self.fixed_stats = None
 
     def build(self, input_shape):
         channels = input_shape[-1]
@@ -40,10 +37,7 @@ class InstanceNormalization(layers.Layer):
         # Statistics in float32 even under mixed precision: bfloat16 sums over a 12 MP
         # image lose the mean entirely.
         h = ops.cast(x, "float32")
-        if self.fixed_stats is not None:
-            mean, var = (ops.convert_to_tensor(v, "float32") for v in self.fixed_stats)
-        else:
-            mean, var = ops.moments(h, axes=[1, 2], keepdims=True)
+        mean, var = ops.moments(h, axes=[1, 2], keepdims=True)
         normed = (h - mean) * ops.rsqrt(var + self.epsilon)
         out = normed * ops.cast(self.scale, "float32") + ops.cast(self.shift, "float32")
         return ops.cast(out, x.dtype)
