@@ -43,8 +43,9 @@ format: setup ## ruff format + import sorting
 data: setup ## build the mini dataset (data/dped-mini) and print the identity baseline
 	$(BIN)/dped data --config experiments/cpu.yaml
 
-bench: setup ## data-pipeline throughput and training-step consumption rate
-	$(BIN)/python -m dped.bench --weights-dir $(or $(DPED_WEIGHTS_DIR),$(DPED_REFERENCE_DIR)/dped_orig_checkpoints)
+bench: setup ## pipeline, training-step and enhance speed (BENCH_ARGS=--enhance-only for the last)
+	$(BIN)/python -m dped.bench --weights-dir $(or $(DPED_WEIGHTS_DIR),$(DPED_REFERENCE_DIR)/dped_orig_checkpoints) \
+		--reference-dir $(DPED_REFERENCE_DIR) $(BENCH_ARGS)
 
 sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu
 	$(BIN)/dped sweep $(EXP) --profile $(PROFILE)

@@ -114,60 +114,131 @@ def generator_flops_per_pixel(generator) -> float:
 
 
 def conv_peak_gflops(precision: str = "float32") -> float:
-    """This machine's dense-convolution rate: a 3x3 64->64 conv on 512x512, best of 3."""
+    """This machine's dense-convolution rate: a 3x3 64->64 conv on 512x512, best of 10."""
     import tensorflow as tf
 
-    dtype = tf.bfloat16 if precision == "mixed_bfloat16" else tf.float32
-    x = tf.random.normal([1, 512, 512, 64], dtype=tf.float32)
-    k = tf.random.normal([3, 3, 64, 64], dtype=tf.float32)
-    x, k = tf.cast(x, dtype), tf.cast(k, dtype)
+    dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
+    x = tf.cast(tf.random.normal([1, 512, 512, 64]), dtype)
+    k = tf.cast(tf.random.normal([3, 3, 64, 64]), dtype)
     conv = tf.function(lambda a, b: tf.nn.conv2d(a, b, 1, "SAME"))
     conv(x, k)
     times = []
-    for _ in range(3):
+    for _ in range(10):
         start = time.perf_counter()
         conv(x, k).numpy()
         times.append(time.perf_counter() - start)
     return 2 * 9 * 64 * 64 * 512 * 512 / min(times) / 1e9
 
 
-def enhance_speed(weights_dir: str | None) -> None:
-    """Seconds per image, MP/s and GFLOP/s of the original and seed generators, tiled or not."""
-    import os
+# The original code on this kind of machine, one pass (its README: whole photo in memory).
+ORIGINAL_SECONDS = {(512, 512): 1.41, (1536, 2048): 16.7}
+ENHANCE_CASES = [  # (generator, (H, W), precision); tiles of 512, exact mode for the original
+    (model, size, precision)
+    for size in ((512, 512), (1536, 2048))
+    for model in ("original", "seed")
+    for precision in ("float32", "bfloat16")
+]
 
-    from dped.enhance import enhance_image
+
+def _enhance_generator(model: str, weights_dir: str | None):
     from dped.models import build_generator
     from dped.pretrained import original_generator
 
-    print(
-        "\n== enhance (float32 unless noted; original code: 1.41 s at 512x512, 16.7 s at "
-        "1536x2048 in one pass, 4.1 GB) =="
-    )
-    print(
-        f"dense 3x3 64->64 conv peak: {conv_peak_gflops():.0f} GFLOP/s float32, "
-        f"{conv_peak_gflops('mixed_bfloat16'):.0f} GFLOP/s bfloat16"
-    )
-    weights_dir = weights_dir or os.environ.get("DPED_WEIGHTS_DIR")
-    models = {"seed (random weights)": build_generator("none", "conv1x1", init="he")}
+    if model == "seed":
+        return build_generator("none", "conv1x1", init="he"), "seed (random weights)"
     if weights_dir and Path(weights_dir, "iphone_orig.index").is_file():
-        models["iphone_orig"] = original_generator("iphone_orig", weights_dir)
-    else:
-        models["original architecture (random weights)"] = build_generator("instance", "tanh")
-    rng = np.random.default_rng(0)
-    # No one-pass 1536x2048 here: Keras' eager call held 22 GB before it was killed.
-    for (h, w), tile in (((512, 512), 512), ((1536, 2048), 512)):
-        image = rng.random((h, w, 3), dtype=np.float32)
-        for name, generator in models.items():
-            enhance_image(generator, image[:64, :64], tile)  # warm-up
-            start = time.perf_counter()
-            enhance_image(generator, image, tile)
-            seconds = time.perf_counter() - start
-            mode = "one pass" if tile >= max(h, w) else f"tiled {tile} (exact)"
-            flops = generator_flops_per_pixel(generator) * h * w
-            print(
-                f"{name:38} {h}x{w} {mode:18} {seconds:7.2f} s  {h * w / 1e6 / seconds:5.2f} MP/s"
-                f"  {flops / seconds / 1e9:6.0f} GFLOP/s   peak RSS so far {peak_rss_gb():.2f} GB"
-            )
+        return original_generator("iphone_orig", weights_dir), "iphone_orig"
+    return build_generator("instance", "tanh"), "original (random weights)"
+
+
+def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir) -> dict:
+    """One benchmark case, run in a fresh process so that its peak RSS is its own."""
+    from dped.enhance import enhance_image, fast_generator
+
+    generator, name = _enhance_generator(model, weights_dir)
+    fast = fast_generator(generator, precision)
+    image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    enhance_image(fast, image, 512)  # traces the graphs and compiles the tile shapes
+    start = time.perf_counter()
+    enhance_image(fast, image, 512)
+    seconds = time.perf_counter() - start
+    return {
+        "name": name,
+        "seconds": seconds,
+        "flops": generator_flops_per_pixel(generator) * size[0] * size[1],
+        "peak": conv_peak_gflops(precision),
+        "rss_gb": peak_rss_gb(),
+        "passes": 1 if max(size) <= 512 or not fast.instance else len(fast.instance) + 1,
+    }
+
+
+def fast_mode_psnr(weights_dir: str | None, reference_dir: str | None) -> list[tuple]:
+    """(model, image, PSNR of the bfloat16 output against float32) on the reference images."""
+    import imageio.v3 as iio
+
+    from dped.enhance import enhance_image
+    from dped.pretrained import ORIGINAL_MODELS, original_generator
+
+    rows = []
+    images = sorted(Path(reference_dir).glob("in_*.png")) if reference_dir else []
+    for model in ORIGINAL_MODELS:
+        if not (weights_dir and Path(weights_dir, f"{model}.index").is_file()):
+            continue
+        generator = original_generator(model, weights_dir)
+        for path in images:
+            image = iio.imread(path)
+            exact = enhance_image(generator, image, 1024)
+            fast = enhance_image(generator, image, 1024, precision="bfloat16")
+            mse = np.mean((fast.astype(np.float64) - exact) ** 2)
+            rows.append((model, path.name, 10 * np.log10(1.0 / mse)))
+    return rows
+
+
+def _in_fresh_process(fn, *args):
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def enhance_speed(weights_dir: str | None, reference_dir: str | None = None) -> None:
+    """Seconds per image, MP/s and GFLOP/s (next to the conv peak measured in the same process)
+    of the original and seed generators, float32 and the bfloat16 fast mode, each case in a
+    fresh process with its own peak RSS; then the fast mode's PSNR against float32."""
+    import os
+
+    from dped.forward import bfloat16_native
+
+    weights_dir = weights_dir or os.environ.get("DPED_WEIGHTS_DIR")
+    reference_dir = reference_dir or os.environ.get("DPED_REFERENCE_DIR")
+    print(
+        "\n== enhance (tiles of 512, exact statistics for the original; steady state after one "
+        "warm-up run; each case in a fresh process) =="
+    )
+    if not bfloat16_native():
+        print("(this CPU has no native bfloat16: the bfloat16 rows are emulated and slow)")
+    for model, size, precision in ENHANCE_CASES:
+        r = _in_fresh_process(enhance_case, model, size, precision, weights_dir)
+        h, w = size
+        mode = "one pass" if max(size) <= 512 else "tiled" + (" exact" if r["passes"] > 1 else "")
+        speedup = ORIGINAL_SECONDS[size] / r["seconds"]
+        print(
+            f"{r['name']:26} {h:4}x{w:<4} {precision:8} {mode:11} {r['seconds']:6.2f} s/image "
+            f"{h * w / 1e6 / r['seconds']:5.2f} MP/s {r['flops'] / r['seconds'] / 1e9:4.0f} "
+            f"GFLOP/s (conv peak {r['peak']:4.0f}) {speedup:4.1f}x the original  "
+            f"peak RSS {r['rss_gb']:.2f} GB"
+        )
+    print(
+        "(original code, one pass: 1.41 s at 512x512, 16.7 s and 4.1 GB at 1536x2048. GFLOP/s "
+        "counts one forward pass; exact mode runs 9 passes of growing depth.)"
+    )
+    rows = _in_fresh_process(fast_mode_psnr, weights_dir, reference_dir)
+    if not rows:
+        print("(no original weights or reference images: fast-mode PSNR not measured)")
+    for model, image, psnr in rows:
+        print(f"fast mode vs float32: {model:16} {image:30} PSNR {psnr:5.1f} dB (target >= 38)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -177,10 +248,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--enhance-only", action="store_true")
     parser.add_argument("--weights-dir", help="folder with the original models (DPED_WEIGHTS_DIR)")
+    parser.add_argument("--reference-dir", help="golden images folder (DPED_REFERENCE_DIR)")
     args = parser.parse_args(argv)
     cfg = Config.from_yaml(args.config).replace(batch_size=50, augment=True)
     if args.enhance_only:
-        enhance_speed(args.weights_dir)
+        enhance_speed(args.weights_dir, args.reference_dir)
         return
 
     rates = {}
@@ -221,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         "2.7 s at batch 8)"
     )
     option_effects()
-    enhance_speed(args.weights_dir)
+    enhance_speed(args.weights_dir, args.reference_dir)
 
 
 if __name__ == "__main__":

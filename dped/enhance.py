@@ -9,6 +9,7 @@ statistics fixed: 9 passes of growing depth, about 4.5 forward passes of work.
 
 from __future__ import annotations
 
+import functools
 import weakref
 from pathlib import Path
 
@@ -79,11 +80,18 @@ def _gather_statistics(fast: FastGenerator, image, tile, progress) -> np.ndarray
     for j, k in enumerate(fast.instance):
         parts = []
         for _, window, crop in _windows(image, tile, fast.radius):
-            mean, var = fast.moments(k)(window, crop, stats)
+            mean, var = fast.moments(k)(_as_float(window), crop, stats)
             parts.append(((crop[1] - crop[0]) * (crop[3] - crop[2]), mean.numpy(), var.numpy()))
             progress()
         stats[j] = pooled_moments(parts)
     return stats
+
+
+def _as_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 pixels as float32 in 0..1 (float32 input is returned as it is)."""
+    if pixels.dtype == np.float32:
+        return pixels
+    return pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
 
 
 def enhance_image(
@@ -93,61 +101,143 @@ def enhance_image(
     progress=lambda: None,
     precision: str = "float32",
 ) -> np.ndarray:
-    """The generator's raw float32 output for one HxWx3 image in 0..1, computed tile by tile
-    when larger than `tile`; `progress()` is called after each graph run."""
+    """The generator's raw float32 output for one HxWx3 image, computed tile by tile when larger
+    than `tile`; `progress()` is called after each graph run. `image` is float32 in 0..1 or
+    uint8 / uint16 pixels, converted a window at a time (no float copy of a whole photo)."""
     fast = (
         generator if isinstance(generator, FastGenerator) else fast_generator(generator, precision)
     )
     h, w = image.shape[:2]
     if max(h, w) <= tile:
-        out = fast.one_pass(image[None]).numpy()[0]
+        out = fast.one_pass(_as_float(image)[None]).numpy()[0]
         progress()
         return out
     stats = _gather_statistics(fast, image, tile, progress)
     out = np.empty((h, w, 3), np.float32)
     for where, window, (cy0, cy1, cx0, cx1) in _windows(image, tile, fast.radius):
-        out[where] = fast.fixed(window, stats).numpy()[0, cy0:cy1, cx0:cx1]
+        out[where] = fast.fixed(_as_float(window), stats).numpy()[0, cy0:cy1, cx0:cx1]
         progress()
     return out
 
 
-def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """(RGB float32 in 0..1, alpha or None, bit depth), EXIF orientation applied."""
-    from PIL import Image, ImageOps
+# Pillow and imageio's Pillow plugin read 16-bit RGB PNGs and TIFFs as 8-bit: those go through
+# imagecodecs (PNG) and tifffile (TIFF), which keep every bit. Orientation comes from Pillow's
+# metadata reader either way (it parses headers without decoding pixels).
+_ORIENT = {  # EXIF orientation -> numpy operation giving the upright image (as Pillow's)
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: a.swapaxes(0, 1)[::-1],
+}
+
+
+def _orientation(path: Path) -> int:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a format Pillow cannot open (e.g. a 16-bit RGB TIFF): no EXIF to apply
+        return 1
+
+
+def _decode(path: Path) -> np.ndarray:
+    """The stored pixels: HxW, HxWx2 (gray+alpha), HxWx3 or HxWx4, uint8 or uint16."""
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        import imagecodecs
+
+        return imagecodecs.png_decode(path.read_bytes())
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    from PIL import Image
 
     with Image.open(path) as im:
-        im = ImageOps.exif_transpose(im)
-        array = np.asarray(im)
-    depth = 16 if array.dtype == np.uint16 or array.dtype == np.int32 else 8
-    array = array.astype(np.float32) / (65535.0 if depth == 16 else 255.0)
+        if im.mode == "P":  # palette indices are not colours
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode not in ("L", "LA", "RGB", "RGBA", "I;16"):
+            im = im.convert("RGB")
+        return np.asarray(im)
+
+
+def read_pixels(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(HxWx3 uint8 or uint16 pixels, alpha of the same type or None, bit depth 8 or 16),
+    upright by the EXIF orientation, gray repeated to RGB."""
+    path = Path(path)
+    array = _decode(path)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and not 1 <= array.shape[2] <= 4):
+        raise ValueError(f"not a still image: pixel array of shape {array.shape}")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"unsupported sample type {array.dtype} (8- or 16-bit images only)")
+    depth = 16 if array.dtype == np.uint16 else 8
+    array = _ORIENT.get(_orientation(path), lambda a: a)(array)
     if array.ndim == 2:
-        array = np.repeat(array[..., None], 3, axis=2)
-    alpha = array[..., 3] if array.shape[-1] == 4 else None
-    return np.ascontiguousarray(array[..., :3]), alpha, depth
+        array = array[..., None]
+    alpha = array[..., -1] if array.shape[2] in (2, 4) else None
+    colour = array[..., : 3 if array.shape[2] >= 3 else 1]
+    rgb = np.empty(array.shape[:2] + (3,), array.dtype)
+    rgb[...] = colour  # gray broadcasts to RGB; also a contiguous copy of a rotated view
+    return rgb, alpha, depth
 
 
-def save_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None) -> None:
-    """Atomic write of the clipped image, 8-bit (PNG keeps alpha; JPEG is RGB).
+def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(RGB float32 in 0..1, alpha float32 in 0..1 or None, bit depth 8 or 16)."""
+    rgb, alpha, depth = read_pixels(path)
+    return _as_float(rgb), None if alpha is None else _as_float(alpha), depth
 
-    Pillow cannot write 16-bit RGB PNGs, so 16-bit inputs give 8-bit images; `--raw` keeps
-    the full float32 output."""
-    import io
 
-    import imageio.v3 as iio
+def to_pixels(image: np.ndarray, depth: int, scale: float = 1.0) -> np.ndarray:
+    """`image * scale` clipped to 0..1 and rounded to `depth`-bit integers, a block of rows at a
+    time: no full-size float temporaries (a 12 MP float32 image is 144 MB each)."""
+    top = np.float32(2**depth - 1)
+    out = np.empty(image.shape, np.uint16 if depth == 16 else np.uint8)
+    for y in range(0, image.shape[0], 256):
+        block = np.clip(image[y : y + 256] * np.float32(scale), 0.0, 1.0) * top
+        out[y : y + 256] = np.rint(block)
+    return out
 
+
+def write_pixels(path: Path, pixels: np.ndarray) -> None:
+    """Atomic write of uint8 / uint16 pixels as PNG (any depth, alpha kept) or JPEG (8-bit)."""
     from dped.runs import atomic_write
 
-    # In place where possible: a 12 MP float32 image is 144 MB per temporary.
-    image = np.clip(rgb, 0.0, 1.0)
-    image *= 255.0
-    np.rint(image, out=image)
-    image = image.astype(np.uint8)
-    jpeg = path.suffix.lower() in (".jpg", ".jpeg")
-    if alpha is not None and not jpeg:
-        image = np.concatenate([image, np.round(alpha * 255).astype(np.uint8)[..., None]], -1)
-    buffer = io.BytesIO()
-    iio.imwrite(buffer, image, extension=path.suffix.lower(), **({"quality": 95} if jpeg else {}))
-    atomic_write(path, buffer.getvalue())
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        import imageio.v3 as iio
+
+        atomic_write(path, lambda f: iio.imwrite(f, pixels, extension=".jpg", quality=95))
+    else:
+        import imagecodecs
+
+        atomic_write(path, imagecodecs.png_encode(pixels))
+
+
+def save_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, depth: int = 8):
+    """Write a float image in 0..1 (clipped): PNG at `depth` bits with alpha, or 8-bit JPEG."""
+    path = Path(path)
+    depth = 8 if path.suffix.lower() in (".jpg", ".jpeg") else depth
+    pixels = to_pixels(rgb, depth)
+    if alpha is not None and path.suffix.lower() == ".png":
+        pixels = np.concatenate([pixels, to_pixels(alpha, depth)[..., None]], -1)
+    write_pixels(path, pixels)
+
+
+def _output_pixels(pixels, alpha, depth, enhanced, fmt: str, before_after: bool) -> np.ndarray:
+    """The image to write: enhanced (| the input on its left), alpha put back on PNG."""
+    out_depth = 8 if fmt == "jpg" else depth
+    scale = 1.0 / (2**depth - 1)
+    out = to_pixels(enhanced, out_depth)
+    if before_after:
+        out = np.concatenate([to_pixels(pixels, out_depth, scale), out], axis=1)
+    if alpha is not None and fmt == "png":
+        alpha = to_pixels(alpha, out_depth, scale)
+        alpha = np.concatenate([alpha, alpha], axis=1) if before_after else alpha
+        out = np.concatenate([out, alpha[..., None]], axis=-1)
+    return out
 
 
 def load_generator(model: str, weights_dir: str | None = None) -> keras.Model:
@@ -209,22 +299,17 @@ def enhance_files(
         try:
             if target.resolve() == path.resolve():
                 raise ValueError("the output would overwrite the input: choose another --out")
-            rgb, alpha, _ = load_image(path)
-            total = passes(fast, rgb.shape, tile)
+            pixels, alpha, depth = read_pixels(path)
+            total = passes(fast, pixels.shape, tile)
             with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=None) as bar:
-                enhanced = enhance_image(fast, rgb, tile, bar.update)
-            if before_after:
-                enhanced = np.concatenate([rgb, enhanced], axis=1)
-                alpha = None if alpha is None else np.concatenate([alpha, alpha], axis=1)
-            save_image(target, enhanced, alpha)
+                enhanced = enhance_image(fast, pixels, tile, bar.update)
+            output = _output_pixels(pixels, alpha, depth, enhanced, fmt, before_after)
+            del pixels, alpha  # the photo's memory, before the encoder needs its own
+            write_pixels(target, output)
             if raw:
-                import io
-
                 from dped.runs import atomic_write
 
-                buffer = io.BytesIO()
-                np.save(buffer, enhanced.astype(np.float32))
-                atomic_write(out_dir / f"{path.stem}.npy", buffer.getvalue())
+                atomic_write(out_dir / f"{path.stem}.npy", functools.partial(np.save, arr=enhanced))
         except Exception as err:  # one bad file must not stop the others
             failures += 1
             message = str(err).splitlines()[0] if str(err) else type(err).__name__

@@ -25,11 +25,16 @@ class ResumeError(ValueError):
     """A resume that would silently change the experiment."""
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary sibling, then rename: a crash never leaves a half-written file."""
+def atomic_write(path: Path, data) -> None:
+    """Write `data` (bytes, or a function that writes to a binary file) to a temporary sibling,
+    then rename: a crash or Ctrl-C never leaves a half-written file under `path`."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            data(f) if callable(data) else f.write(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def prepare(run_dir: Path, cfg: Config, resume: bool, vgg_random: bool) -> None:

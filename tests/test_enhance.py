@@ -96,13 +96,84 @@ def test_inputs_a_user_really_has(tmp_path, capsys):
     assert len(err) == 1 and "broken.jpg" in err[0]
     assert load_image(src / "deep.png")[2] == 16
     np.testing.assert_allclose(load_image(src / "deep.png")[0], 30000 / 65535, rtol=1e-6)
-    assert iio.imread(out / "deep.png").shape == (40, 30, 3)
+    import imagecodecs  # imageio's Pillow plugin would read 16-bit RGB as 8-bit
+
+    deep_out = imagecodecs.png_decode((out / "deep.png").read_bytes())
+    assert deep_out.shape == (40, 30, 3) and deep_out.dtype == np.uint16  # depth kept
     assert iio.imread(out / "gray.png").shape == (30, 40, 3)
     alpha = iio.imread(out / "alpha.png")
     assert alpha.shape == (30, 30, 4) and np.array_equal(alpha[..., 3], rgba[..., 3])
     assert iio.imread(out / "rotated.png").shape == (40, 20, 3)
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no partial files
     assert load_image(src / "rotated.jpg")[0].shape == (40, 20, 3)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_matches_pillows(tmp_path, orientation):
+    from PIL import ImageOps
+
+    pixels = np.random.default_rng(orientation).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(tmp_path / "o.png", exif=exif)  # lossless: exact comparison
+    with Image.open(tmp_path / "o.png") as im:
+        upright = np.asarray(ImageOps.exif_transpose(im))
+    rgb, _, _ = load_image(tmp_path / "o.png")
+    assert np.array_equal(np.rint(rgb * 255).astype(np.uint8), upright)
+
+
+def test_sixteen_bit_rgb_is_read_and_written_at_full_depth(tmp_path):
+    import imagecodecs
+    import tifffile
+
+    from dped.enhance import save_image
+
+    deep = np.random.default_rng(4).integers(0, 65535, (20, 30, 3), dtype=np.uint16)
+    (tmp_path / "deep.png").write_bytes(imagecodecs.png_encode(deep))
+    tifffile.imwrite(tmp_path / "deep.tif", deep)
+    for name in ("deep.png", "deep.tif"):
+        rgb, alpha, depth = load_image(tmp_path / name)
+        assert depth == 16 and alpha is None
+        assert np.array_equal(np.rint(rgb * 65535).astype(np.uint16), deep)  # Pillow: 8 bits
+    save_image(tmp_path / "out.png", rgb, None, depth)
+    assert np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), deep)
+
+
+def test_palette_gray_alpha_and_webp_inputs(tmp_path):
+    rng = np.random.default_rng(5)
+    colours = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)
+    Image.fromarray(colours).quantize(16).save(tmp_path / "palette.png")
+    with Image.open(tmp_path / "palette.png") as im:
+        expected = np.asarray(im.convert("RGB"))
+    rgb, _, _ = load_image(tmp_path / "palette.png")
+    assert np.array_equal(np.rint(rgb * 255).astype(np.uint8), expected)  # colours, not indices
+    la = rng.integers(0, 255, (10, 12, 2), dtype=np.uint8)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    rgb, alpha, _ = load_image(tmp_path / "la.png")
+    assert rgb.shape == (10, 12, 3) and np.allclose(rgb[..., 0], rgb[..., 2])
+    assert np.array_equal(np.rint(alpha * 255).astype(np.uint8), la[..., 1])
+    Image.fromarray(colours).save(tmp_path / "photo.webp", lossless=True)
+    rgb, _, depth = load_image(tmp_path / "photo.webp")
+    assert depth == 8 and np.array_equal(np.rint(rgb * 255).astype(np.uint8), colours)
+
+
+def test_before_after_jpeg_and_the_fast_flag(tmp_path, reference):
+    from dped.forward import bfloat16_native
+
+    face = iio.imread(reference / "in_astronaut_crop_64x96.png")[:30, :20]
+    photo = np.concatenate([face, np.full((30, 20, 1), 128, np.uint8)], -1)  # RGBA
+    iio.imwrite(tmp_path / "p.png", photo)
+    args = ["enhance", str(tmp_path / "p.png"), "--model", "sony_orig", "--out"]
+    weights = ["--weights-dir", str(reference / "dped_orig_checkpoints")]
+    assert main([*args, str(tmp_path / "ba"), *weights, "--before-after", "--format", "jpg"]) == 0
+    side = iio.imread(tmp_path / "ba" / "p.jpg")
+    assert side.shape == (30, 40, 3)  # JPEG: no alpha; phone on the left
+    assert np.abs(side[:, :20].astype(int) - photo[..., :3]).mean() < 8
+    assert main([*args, str(tmp_path / "fast"), *weights, "--fast", "--raw"]) == 0
+    assert main([*args, str(tmp_path / "exact"), *weights, "--raw"]) == 0
+    fast, exact = (np.load(tmp_path / d / "p.npy") for d in ("fast", "exact"))
+    assert (np.abs(fast - exact).max() > 0) == bfloat16_native()
+    assert np.abs(fast - exact).max() < 0.05
 
 
 def test_never_overwrites_an_input(tmp_path, capsys):
