@@ -16,17 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from dped.forward import FastGenerator
-
-
-def receptive_radius(generator: keras.Model) -> int:
-    """Pixels of context each output pixel sees on each side (stride-1 convolutions)."""
-    return sum(
-        (layer.kernel_size[0] - 1) // 2
-        for layer in generator.layers
-        if isinstance(layer, keras.layers.Conv2D)
-    )
-
+from dped.forward import FastGenerator, receptive_radius  # noqa: F401 (part of this API)
 
 _FAST = weakref.WeakKeyDictionary()
 
@@ -79,7 +69,7 @@ def _gather_statistics(fast: FastGenerator, image, tile, progress) -> np.ndarray
     stats = np.zeros((len(fast.instance), 2, fast.channels), np.float32)
     for j, k in enumerate(fast.instance):
         parts = []
-        for _, window, crop in _windows(image, tile, fast.radius):
+        for _, window, crop in _windows(image, tile, fast.norm_radius[k]):
             mean, var = fast.moments(k)(_as_float(window), crop, stats)
             parts.append(((crop[1] - crop[0]) * (crop[3] - crop[2]), mean.numpy(), var.numpy()))
             progress()
@@ -145,13 +135,17 @@ def _orientation(path: Path) -> int:
 
 
 def _decode(path: Path) -> np.ndarray:
-    """The stored pixels: HxW, HxWx2 (gray+alpha), HxWx3 or HxWx4, uint8 or uint16."""
-    suffix = path.suffix.lower()
-    if suffix == ".png":
+    """The stored pixels: HxW, HxWx2 (gray+alpha), HxWx3 or HxWx4, uint8 or uint16. The
+    decoder is chosen by the file's signature, not its name."""
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if not magic:
+        raise ValueError("empty file")
+    if magic.startswith(b"\x89PNG"):
         import imagecodecs
 
         return imagecodecs.png_decode(path.read_bytes())
-    if suffix in (".tif", ".tiff"):
+    if magic[:4] in (b"II*\x00", b"MM\x00*"):
         import tifffile
 
         return tifffile.imread(path)
@@ -169,7 +163,13 @@ def read_pixels(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     """(HxWx3 uint8 or uint16 pixels, alpha of the same type or None, bit depth 8 or 16),
     upright by the EXIF orientation, gray repeated to RGB."""
     path = Path(path)
-    array = _decode(path)
+    try:
+        array = _decode(path)
+    except ValueError:
+        raise
+    except Exception as err:  # each decoder has its own exception types
+        reason = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"cannot decode as an image ({type(err).__name__}: {reason})") from None
     if array.ndim not in (2, 3) or (array.ndim == 3 and not 1 <= array.shape[2] <= 4):
         raise ValueError(f"not a still image: pixel array of shape {array.shape}")
     if array.dtype not in (np.uint8, np.uint16):
@@ -240,38 +240,63 @@ def _output_pixels(pixels, alpha, depth, enhanced, fmt: str, before_after: bool)
     return out
 
 
-def load_generator(model: str, weights_dir: str | None = None) -> keras.Model:
-    """A run folder of ours (its best checkpoint, else the latest), an original model name
-    (iphone_orig, blackberry_orig, sony_orig) or a TF1 checkpoint prefix of that format."""
+def _restore(run: Path, prefix: str) -> keras.Model:
+    """Our generator as `run`'s config builds it, with every weight from checkpoint `prefix`."""
     import tensorflow as tf
 
     from dped.models import generator_from_config
-    from dped.pretrained import original_generator
     from dped.runs import load_config
 
-    folder = Path(model)
-    if (folder / "config.yaml").is_file():
-        generator = generator_from_config(load_config(folder))
+    generator = generator_from_config(load_config(run))
+    status = tf.train.Checkpoint(generator=generator).restore(prefix).expect_partial()
+    status.assert_existing_objects_matched()  # never enhance with a half-random generator
+    return generator
+
+
+def load_generator(model: str, weights_dir: str | None = None) -> keras.Model:
+    """A run folder of ours (its best checkpoint, else the latest), a checkpoint prefix of ours
+    (`<run>/checkpoints/ckpt-N`), an original model name (iphone_orig, blackberry_orig,
+    sony_orig) or a TF1 checkpoint prefix of that format."""
+    import tensorflow as tf
+
+    from dped.pretrained import original_generator
+
+    path = Path(model)
+    if (path / "config.yaml").is_file():
         for sub in ("best", "checkpoints"):
-            latest = tf.train.latest_checkpoint(str(folder / sub))
+            latest = tf.train.latest_checkpoint(str(path / sub))
             if latest:
-                tf.train.Checkpoint(generator=generator).restore(latest).expect_partial()
-                return generator
-        raise FileNotFoundError(f"run folder {folder} has no checkpoint in best/ or checkpoints/")
+                return _restore(path, latest)
+        raise FileNotFoundError(f"run folder {path} has no checkpoint in best/ or checkpoints/")
+    run = path.parent.parent
+    if path.with_name(path.name + ".index").is_file() and (run / "config.yaml").is_file():
+        return _restore(run, str(path))
     return original_generator(model, weights_dir)
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 
 
-def list_inputs(paths: list[str]) -> list[Path]:
-    files = []
+def list_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
+    """(files to enhance, files skipped). Named files are always tried; from a folder, files
+    with an image suffix (sidecars such as .xmp or .txt are skipped, and listed)."""
+    files, skipped = [], []
     for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
-        else:
+        if not p.is_dir():
             files.append(p)
-    return files
+            continue
+        for f in sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")):
+            (files if f.suffix.lower() in IMAGE_SUFFIXES else skipped).append(f)
+    return files, skipped
+
+
+def output_stems(files: list[Path]) -> list[str]:
+    """Output names: the input's stem, plus its suffix where two inputs share a stem
+    (photo.jpg and photo.png must not overwrite each other's result)."""
+    counts = {}
+    for f in files:
+        counts[f.stem] = counts.get(f.stem, 0) + 1
+    return [f.stem if counts[f.stem] == 1 else f"{f.stem}_{f.suffix[1:]}" for f in files]
 
 
 def enhance_files(
@@ -291,25 +316,29 @@ def enhance_files(
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = list_inputs(paths)
+    files, skipped = list_inputs(paths)
+    if skipped:
+        names = ", ".join(f.name for f in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        print(f"dped enhance: skipped {len(skipped)} non-image file(s): {names}", file=sys.stderr)
     fast = fast_generator(generator, precision)
     failures = 0
-    for path in tqdm(files, desc="images", unit="image", disable=None):
-        target = out_dir / f"{path.stem}.{fmt}"
+    bar = tqdm(list(zip(files, output_stems(files))), desc="images", unit="image", disable=None)
+    for path, stem in bar:
+        target = out_dir / f"{stem}.{fmt}"
         try:
             if target.resolve() == path.resolve():
                 raise ValueError("the output would overwrite the input: choose another --out")
             pixels, alpha, depth = read_pixels(path)
             total = passes(fast, pixels.shape, tile)
-            with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=None) as bar:
-                enhanced = enhance_image(fast, pixels, tile, bar.update)
+            with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=None) as tiles:
+                enhanced = enhance_image(fast, pixels, tile, tiles.update)
             output = _output_pixels(pixels, alpha, depth, enhanced, fmt, before_after)
             del pixels, alpha  # the photo's memory, before the encoder needs its own
             write_pixels(target, output)
             if raw:
                 from dped.runs import atomic_write
 
-                atomic_write(out_dir / f"{path.stem}.npy", functools.partial(np.save, arr=enhanced))
+                atomic_write(out_dir / f"{stem}.npy", functools.partial(np.save, arr=enhanced))
         except Exception as err:  # one bad file must not stop the others
             failures += 1
             message = str(err).splitlines()[0] if str(err) else type(err).__name__

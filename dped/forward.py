@@ -70,6 +70,15 @@ def channel_moments(h):
     return mean, tf.cast(var, tf.float32)
 
 
+def receptive_radius(generator: keras.Model) -> int:
+    """Pixels of context each output pixel sees on each side (stride-1 convolutions)."""
+    return sum(
+        (layer.kernel_size[0] - 1) // 2
+        for layer in generator.layers
+        if isinstance(layer, keras.layers.Conv2D)
+    )
+
+
 class FastGenerator:
     """Inference graphs for a generator built by `models.build_generator` (any norm or head)."""
 
@@ -88,7 +97,12 @@ class FastGenerator:
             i for i, n in enumerate(self.norms) if isinstance(n, InstanceNormalization)
         ]
         self.channels = self.convs[0].filters
-        self.radius = sum((c.kernel_size[0] - 1) // 2 for c in self.convs)
+        self.radius = receptive_radius(generator)
+        # Context that norm k's input needs: conv1 and the k + 1 convolutions after it.
+        self.norm_radius = [
+            sum((c.kernel_size[0] - 1) // 2 for c in self.convs[: k + 2])
+            for k in range(len(self.norms))
+        ]
         image = tf.TensorSpec([1, None, None, 3], tf.float32)
         stats = tf.TensorSpec([len(self.instance), 2, self.channels], tf.float32)
         self.one_pass = tf.function(

@@ -72,6 +72,8 @@ def test_inputs_a_user_really_has(tmp_path, capsys):
     rng = np.random.default_rng(1)
     iio.imwrite(src / "deep.png", np.full((40, 30), 30000, dtype=np.uint16))  # 16-bit PNG
     iio.imwrite(src / "gray.png", rng.integers(0, 255, (30, 40), dtype=np.uint8))
+    iio.imwrite(src / "deep.jpg", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))  # same stem
+    (src / "deep.xmp").write_text("<x:xmpmeta/>")  # a sidecar: skipped, not an error
     rgba = rng.integers(0, 255, (30, 30, 4), dtype=np.uint8)
     iio.imwrite(src / "alpha.png", rgba)
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
@@ -93,12 +95,20 @@ def test_inputs_a_user_really_has(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["enhance", str(src), "--model", str(run), "--out", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "broken.jpg" in err[0]
+    assert len(err) == 2 and "skipped 1 non-image file(s): deep.xmp" in err[0]
+    assert "broken.jpg" in err[1] and "cannot decode as an image" in err[1]
+    assert {p.name for p in out.iterdir()} == {
+        *("deep_png.png", "deep_jpg.png", "gray.png", "alpha.png", "rotated.png")
+    }
+    one = ["enhance", str(src / "gray.png"), "--model", str(run / "checkpoints" / "ckpt-1")]
+    assert main([*one, "--out", str(tmp_path / "by_prefix")]) == 0  # a checkpoint of ours
+    by_prefix = iio.imread(tmp_path / "by_prefix" / "gray.png")
+    assert np.array_equal(by_prefix, iio.imread(out / "gray.png"))
     assert load_image(src / "deep.png")[2] == 16
     np.testing.assert_allclose(load_image(src / "deep.png")[0], 30000 / 65535, rtol=1e-6)
     import imagecodecs  # imageio's Pillow plugin would read 16-bit RGB as 8-bit
 
-    deep_out = imagecodecs.png_decode((out / "deep.png").read_bytes())
+    deep_out = imagecodecs.png_decode((out / "deep_png.png").read_bytes())
     assert deep_out.shape == (40, 30, 3) and deep_out.dtype == np.uint16  # depth kept
     assert iio.imread(out / "gray.png").shape == (30, 40, 3)
     alpha = iio.imread(out / "alpha.png")
@@ -174,6 +184,19 @@ def test_before_after_jpeg_and_the_fast_flag(tmp_path, reference):
     fast, exact = (np.load(tmp_path / d / "p.npy") for d in ("fast", "exact"))
     assert (np.abs(fast - exact).max() > 0) == bfloat16_native()
     assert np.abs(fast - exact).max() < 0.05
+
+
+def test_decoder_follows_the_content_and_errors_say_what_failed(tmp_path):
+    pixels = np.random.default_rng(7).integers(0, 255, (9, 7, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "really_a_png.jpg", pixels, extension=".png")
+    rgb, _, _ = load_image(tmp_path / "really_a_png.jpg")
+    assert np.array_equal(np.rint(rgb * 255).astype(np.uint8), pixels)  # lossless: PNG decoded
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="empty file"):
+        load_image(tmp_path / "empty.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "really_a_png.jpg").read_bytes()[:60])
+    with pytest.raises(ValueError, match="cannot decode as an image"):
+        load_image(tmp_path / "cut.png")
 
 
 def test_never_overwrites_an_input(tmp_path, capsys):
