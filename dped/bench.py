@@ -153,7 +153,7 @@ def _enhance_generator(model: str, weights_dir: str | None):
 
 def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir) -> dict:
     """One benchmark case, run in a fresh process so that its peak RSS is its own."""
-    from dped.enhance import enhance_image, fast_generator
+    from dped.enhance import enhance_image, fast_generator, one_pass
 
     generator, name = _enhance_generator(model, weights_dir)
     fast = fast_generator(generator, precision)
@@ -168,7 +168,9 @@ def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir)
         "flops": generator_flops_per_pixel(generator) * size[0] * size[1],
         "peak": conv_peak_gflops(precision),
         "rss_gb": peak_rss_gb(),
-        "passes": 1 if max(size) <= 512 or not fast.instance else len(fast.instance) + 1,
+        "mode": "one pass"
+        if one_pass(fast, size, 512)
+        else ("tiled exact" if fast.instance else "tiled"),
     }
 
 
@@ -222,7 +224,7 @@ def enhance_speed(weights_dir: str | None, reference_dir: str | None = None) -> 
     for model, size, precision in ENHANCE_CASES:
         r = _in_fresh_process(enhance_case, model, size, precision, weights_dir)
         h, w = size
-        mode = "one pass" if max(size) <= 512 else "tiled" + (" exact" if r["passes"] > 1 else "")
+        mode = r["mode"]
         speedup = ORIGINAL_SECONDS[size] / r["seconds"]
         print(
             f"{r['name']:26} {h:4}x{w:<4} {precision:8} {mode:11} {r['seconds']:6.2f} s/image "

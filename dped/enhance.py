@@ -34,10 +34,11 @@ def _tiles(size: int, tile: int):
     return [(s, min(s + tile, size)) for s in range(0, size, tile)]
 
 
-def _windows(image: np.ndarray, tile: int, pad: int):
-    """Yield (core slices in the image, window with `pad` of context, core's crop in the window)."""
+def _windows(image: np.ndarray, tile: int, pad: int, rows=None):
+    """Yield (core slices in the image, window with `pad` of context, core's crop in the window)
+    for every tile, or for the tiles of the row bands `rows` [(y0, y1)]."""
     h, w = image.shape[:2]
-    for y0, y1 in _tiles(h, tile):
+    for y0, y1 in rows or _tiles(h, tile):
         for x0, x1 in _tiles(w, tile):
             wy0, wx0 = max(0, y0 - pad), max(0, x0 - pad)
             window = image[None, wy0 : min(h, y1 + pad), wx0 : min(w, x1 + pad)]
@@ -45,9 +46,16 @@ def _windows(image: np.ndarray, tile: int, pad: int):
             yield (slice(y0, y1), slice(x0, x1)), window, crop
 
 
+def one_pass(fast: FastGenerator, shape: tuple[int, ...], tile: int) -> bool:
+    """Whether an image this size runs whole: when it has no more pixels than a tile's window.
+    Then no graph ever holds larger activations than a window's, so the allocator's pooled
+    buffers fit every image of a batch (mixed sizes otherwise grew the peak by ~200 MB)."""
+    return shape[0] * shape[1] <= (tile + 2 * fast.radius) ** 2
+
+
 def passes(fast: FastGenerator, shape: tuple[int, ...], tile: int) -> int:
     """Graph runs `enhance_image` makes for an image of this shape: the progress bar's total."""
-    if max(shape[:2]) <= tile:
+    if one_pass(fast, shape, tile):
         return 1
     return (len(fast.instance) + 1) * len(_tiles(shape[0], tile)) * len(_tiles(shape[1], tile))
 
@@ -84,6 +92,25 @@ def _as_float(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
 
 
+def enhance_rows(fast: FastGenerator, image: np.ndarray, tile: int = 512, progress=lambda: None):
+    """Yield (y0, y1, float32 rows y0:y1 of the output) band by band, so that a caller can
+    quantise or stream the output without holding a float copy of a whole photo. `image` is
+    float32 in 0..1 or uint8 / uint16 pixels, converted a window at a time."""
+    h, w = image.shape[:2]
+    if one_pass(fast, image.shape, tile):
+        out = fast.one_pass(_as_float(image)[None]).numpy()[0]
+        progress()
+        yield 0, h, out
+        return
+    stats = _gather_statistics(fast, image, tile, progress)
+    for y0, y1 in _tiles(h, tile):
+        band = np.empty((y1 - y0, w, 3), np.float32)
+        for (_, xs), window, (cy0, cy1, cx0, cx1) in _windows(image, tile, fast.radius, [(y0, y1)]):
+            band[:, xs] = fast.fixed(_as_float(window), stats).numpy()[0, cy0:cy1, cx0:cx1]
+            progress()
+        yield y0, y1, band
+
+
 def enhance_image(
     generator: keras.Model | FastGenerator,
     image: np.ndarray,
@@ -91,22 +118,15 @@ def enhance_image(
     progress=lambda: None,
     precision: str = "float32",
 ) -> np.ndarray:
-    """The generator's raw float32 output for one HxWx3 image, computed tile by tile when larger
-    than `tile`; `progress()` is called after each graph run. `image` is float32 in 0..1 or
-    uint8 / uint16 pixels, converted a window at a time (no float copy of a whole photo)."""
+    """The generator's raw float32 output for one HxWx3 image (float32 in 0..1 or uint8 /
+    uint16 pixels), computed tile by tile when it has more pixels than a tile's window;
+    `progress()` is called after each graph run."""
     fast = (
         generator if isinstance(generator, FastGenerator) else fast_generator(generator, precision)
     )
-    h, w = image.shape[:2]
-    if max(h, w) <= tile:
-        out = fast.one_pass(_as_float(image)[None]).numpy()[0]
-        progress()
-        return out
-    stats = _gather_statistics(fast, image, tile, progress)
-    out = np.empty((h, w, 3), np.float32)
-    for where, window, (cy0, cy1, cx0, cx1) in _windows(image, tile, fast.radius):
-        out[where] = fast.fixed(_as_float(window), stats).numpy()[0, cy0:cy1, cx0:cx1]
-        progress()
+    out = np.empty(image.shape[:2] + (3,), np.float32)
+    for y0, y1, band in enhance_rows(fast, image, tile, progress):
+        out[y0:y1] = band
     return out
 
 
@@ -226,18 +246,45 @@ def save_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, dep
     write_pixels(path, pixels)
 
 
-def _output_pixels(pixels, alpha, depth, enhanced, fmt: str, before_after: bool) -> np.ndarray:
-    """The image to write: enhanced (| the input on its left), alpha put back on PNG."""
+def _output_canvas(pixels, alpha, depth: int, fmt: str, before_after: bool) -> np.ndarray:
+    """The integer image to write, before the enhanced pixels go into its right-hand W columns:
+    the input on the left for --before-after, alpha put back on PNG."""
     out_depth = 8 if fmt == "jpg" else depth
+    h, w = pixels.shape[:2]
+    keep_alpha = alpha is not None and fmt == "png"
+    panels = 2 if before_after else 1
+    canvas = np.empty(
+        (h, w * panels, 4 if keep_alpha else 3), np.uint16 if out_depth == 16 else np.uint8
+    )
     scale = 1.0 / (2**depth - 1)
-    out = to_pixels(enhanced, out_depth)
     if before_after:
-        out = np.concatenate([to_pixels(pixels, out_depth, scale), out], axis=1)
-    if alpha is not None and fmt == "png":
-        alpha = to_pixels(alpha, out_depth, scale)
-        alpha = np.concatenate([alpha, alpha], axis=1) if before_after else alpha
-        out = np.concatenate([out, alpha[..., None]], axis=-1)
-    return out
+        canvas[:, :w, :3] = to_pixels(pixels, out_depth, scale)
+    if keep_alpha:
+        canvas[..., 3] = np.tile(to_pixels(alpha, out_depth, scale), (1, panels))
+    return canvas
+
+
+def _enhance_into(fast, pixels, tile, canvas, out_depth, progress, raw_file=None) -> None:
+    """Run the generator band by band: each band quantised into the canvas's right-hand
+    columns and, for --raw, its float32 bytes appended to an .npy file."""
+    w = pixels.shape[1]
+    for y0, y1, band in enhance_rows(fast, pixels, tile, progress):
+        canvas[y0:y1, -w:, :3] = to_pixels(band, out_depth)
+        if raw_file is not None:
+            raw_file.write(np.ascontiguousarray(band).data)
+
+
+def _npy_stream(shape: tuple[int, ...], fill):
+    """A writer for `atomic_write`: a float32 .npy header for `shape`, then `fill(file)` appends
+    the C-order data."""
+
+    def write(file):
+        descr = np.lib.format.dtype_to_descr(np.dtype(np.float32))
+        header = {"descr": descr, "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(file, header)
+        fill(file)
+
+    return write
 
 
 def _restore(run: Path, prefix: str) -> keras.Model:
@@ -320,25 +367,31 @@ def enhance_files(
     if skipped:
         names = ", ".join(f.name for f in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         print(f"dped enhance: skipped {len(skipped)} non-image file(s): {names}", file=sys.stderr)
+    from dped.runs import atomic_write
+
     fast = fast_generator(generator, precision)
     failures = 0
-    bar = tqdm(list(zip(files, output_stems(files))), desc="images", unit="image", disable=None)
-    for path, stem in bar:
+    images = tqdm(list(zip(files, output_stems(files))), desc="images", unit="image", disable=None)
+    for path, stem in images:
         target = out_dir / f"{stem}.{fmt}"
         try:
             if target.resolve() == path.resolve():
                 raise ValueError("the output would overwrite the input: choose another --out")
             pixels, alpha, depth = read_pixels(path)
+            canvas = _output_canvas(pixels, alpha, depth, fmt, before_after)
+            out_depth = 8 if fmt == "jpg" else depth
             total = passes(fast, pixels.shape, tile)
-            with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=None) as tiles:
-                enhanced = enhance_image(fast, pixels, tile, tiles.update)
-            output = _output_pixels(pixels, alpha, depth, enhanced, fmt, before_after)
+            with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=None) as bar:
+                run = functools.partial(
+                    _enhance_into, fast, pixels, tile, canvas, out_depth, bar.update
+                )
+                if raw:
+                    shape = pixels.shape[:2] + (3,)
+                    atomic_write(out_dir / f"{stem}.npy", _npy_stream(shape, run))
+                else:
+                    run()
             del pixels, alpha  # the photo's memory, before the encoder needs its own
-            write_pixels(target, output)
-            if raw:
-                from dped.runs import atomic_write
-
-                atomic_write(out_dir / f"{stem}.npy", functools.partial(np.save, arr=enhanced))
+            write_pixels(target, canvas)
         except Exception as err:  # one bad file must not stop the others
             failures += 1
             message = str(err).splitlines()[0] if str(err) else type(err).__name__

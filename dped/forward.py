@@ -52,8 +52,9 @@ def _normalize_relu_add(h, mean, inv_std, scale, shift, skip):
 
 
 @tf.function(jit_compile=True, autograph=False)
-def _center(h, mean):
-    return h - mean
+def _row_squares(rows, mean):
+    """Per-row sums of (h - mean)^2, (H, W, C) -> (H, C), fused: no full-size temporary."""
+    return tf.reduce_sum(tf.square(rows - mean), 1)
 
 
 def channel_moments(h):
@@ -65,7 +66,7 @@ def channel_moments(h):
     n = tf.cast(height * width, tf.float64)
     row_sums = tf.matmul(tf.ones([height, 1, width], tf.float32), rows)[:, 0]
     mean = tf.cast(tf.reduce_sum(tf.cast(row_sums, tf.float64), 0) / n, tf.float32)
-    squares = tf.reduce_sum(tf.square(_center(rows, mean)), 1)
+    squares = _row_squares(rows, mean)
     var = tf.reduce_sum(tf.cast(squares, tf.float64), 0) / n
     return mean, tf.cast(var, tf.float32)
 

@@ -37,7 +37,7 @@ def test_progress_counts_every_graph_run():
     from dped.enhance import fast_generator, passes
 
     generator = build_generator("instance", "tanh", filters=8, res_blocks=1)
-    image = np.random.default_rng(2).random((50, 70, 3), dtype=np.float32)
+    image = np.random.default_rng(2).random((60, 90, 3), dtype=np.float32)
     calls = []
     enhance_image(generator, image, tile=32, progress=lambda: calls.append(1))
     # two instance norms gathered, then the output: 3 passes over 2 x 3 tiles
