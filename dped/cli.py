@@ -38,7 +38,7 @@ def _enhance_command(args: argparse.Namespace) -> int:
         )
     if args.tile < 1:
         raise ValueError(
-            f"--tile {args.tile}: a tile side in pixels must be positive (default 512)"
+            f"--tile {args.tile}: a tile side in pixels must be positive (default 448)"
         )
     generator = load_generator(args.model, args.weights_dir)
     failures = enhance_files(
@@ -120,7 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     en.add_argument("--weights-dir", help="folder of the original models (or DPED_WEIGHTS_DIR)")
     en.add_argument("--out", required=True, help="output folder")
-    en.add_argument("--tile", type=int, default=512, help="tile side in pixels")
+    en.add_argument(
+        "--tile",
+        type=int,
+        default=448,
+        help="tile side in pixels (448; images with at most (tile + 2 x context)^2 pixels run in "
+        "one pass: --tile 512 for 512x512 photos)",
+    )
     en.add_argument("--format", choices=["png", "jpg"], default="png")
     en.add_argument("--before-after", action="store_true", help="phone | enhanced side by side")
     en.add_argument("--raw", action="store_true", help="also write the unclipped float32 .npy")

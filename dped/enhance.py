@@ -18,6 +18,13 @@ import numpy as np
 
 from dped.forward import FastGenerator, receptive_radius  # noqa: F401 (part of this API)
 
+# Tiles of 448 keep every graph's input within 484x484 (the original's 18 px of context on each
+# side). TensorFlow's oneDNN allocator pools what the largest graph needed and keeps it: a
+# 484x484 pass pooled 274 MB here, a 512x512 one 429 MB, the difference between a 12 MP photo
+# fitting 1.5 GB with a margin or not. --tile 512 runs 512x512 photos in one pass, faster for
+# the original models (no statistics passes).
+DEFAULT_TILE = 448
+
 _FAST = weakref.WeakKeyDictionary()
 
 
@@ -92,7 +99,9 @@ def _as_float(pixels: np.ndarray) -> np.ndarray:
     return pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
 
 
-def enhance_rows(fast: FastGenerator, image: np.ndarray, tile: int = 512, progress=lambda: None):
+def enhance_rows(
+    fast: FastGenerator, image: np.ndarray, tile: int = DEFAULT_TILE, progress=lambda: None
+):
     """Yield (y0, y1, float32 rows y0:y1 of the output) band by band, so that a caller can
     quantise or stream the output without holding a float copy of a whole photo. `image` is
     float32 in 0..1 or uint8 / uint16 pixels, converted a window at a time."""
@@ -114,7 +123,7 @@ def enhance_rows(fast: FastGenerator, image: np.ndarray, tile: int = 512, progre
 def enhance_image(
     generator: keras.Model | FastGenerator,
     image: np.ndarray,
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     progress=lambda: None,
     precision: str = "float32",
 ) -> np.ndarray:
@@ -351,7 +360,7 @@ def enhance_files(
     generator,
     out_dir: Path,
     fmt: str = "png",
-    tile: int = 512,
+    tile: int = DEFAULT_TILE,
     raw: bool = False,
     before_after: bool = False,
     precision: str = "float32",
