@@ -30,7 +30,8 @@ test: setup data ## pytest (parity with the original code included) + nbval on n
 		--nbval-cell-timeout=600 notebooks
 
 parity: setup ## print the parity numbers against ../shared/reference (DPED_REFERENCE_DIR)
-	$(BIN)/python -m pytest -q tests/test_pretrained.py tests/test_losses.py -k "match"
+	$(BIN)/python -m pytest -q tests/test_pretrained.py tests/test_losses.py tests/test_enhance.py \
+		-k "match or reproduces_every_reference"
 
 lint: setup ## ruff check on dped/ and tests/
 	$(BIN)/ruff check dped tests

@@ -39,9 +39,9 @@ def bfloat16_native() -> bool:
 
 @tf.function(jit_compile=True, autograph=False)
 def _normalize_relu(h, mean, inv_std, scale, shift):
-    """relu((h - mean) * a + shift) in float32, stored in h's dtype, in one fused pass.
-    Subtracting the mean before scaling keeps the original's rounding: folding it into one
-    multiply-add cancels catastrophically where a channel's mean dwarfs its spread."""
+    """relu((h - mean) * inv_std * scale + shift) in float32, stored in h's dtype, in one fused
+    pass. The original's order of operations: folding the mean into one multiply-add cancels
+    catastrophically where a channel's mean dwarfs its spread."""
     return tf.cast(tf.nn.relu((tf.cast(h, tf.float32) - mean) * inv_std * scale + shift), h.dtype)
 
 
@@ -137,8 +137,9 @@ class FastGenerator:
             y = tf.nn.bias_add(y, tf.cast(layer.bias, self.dtype))
         return tf.nn.relu(y) if relu else y
 
-    def _norm_affine(self, i: int, h, stats):
-        """(mean, a, shift) with norm_i(h) = (h - mean) * a + shift per channel, float32."""
+    def _norm_terms(self, i: int, h, stats):
+        """(mean, inv_std, scale, shift), float32 per channel: norm_i(h) =
+        (h - mean) * inv_std * scale + shift."""
         layer = self.norms[i]
         if isinstance(layer, InstanceNormalization):
             if stats is None:
@@ -171,7 +172,7 @@ class FastGenerator:
             h = self._conv(h, layer, bias=not instance)
             if stop == i:
                 return h, True
-            norm = self._norm_affine(i, h, stats)
+            norm = self._norm_terms(i, h, stats)
             h = _normalize_relu_add(h, *norm, skip) if half == 1 else _normalize_relu(h, *norm)
         if isinstance(self.norms[2 * block + 1], keras.layers.Identity):
             h = h + skip
