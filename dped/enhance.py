@@ -371,13 +371,13 @@ def enhance_files(
 
     from tqdm import tqdm
 
+    from dped.runs import atomic_write
+
     out_dir.mkdir(parents=True, exist_ok=True)
     files, skipped = list_inputs(paths)
     if skipped:
         names = ", ".join(f.name for f in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         print(f"dped enhance: skipped {len(skipped)} non-image file(s): {names}", file=sys.stderr)
-    from dped.runs import atomic_write
-
     fast = fast_generator(generator, precision)
     failures = 0
     images = tqdm(list(zip(files, output_stems(files))), desc="images", unit="image", disable=None)
@@ -388,7 +388,7 @@ def enhance_files(
                 raise ValueError("the output would overwrite the input: choose another --out")
             pixels, alpha, depth = read_pixels(path)
             canvas = _output_canvas(pixels, alpha, depth, fmt, before_after)
-            out_depth = 8 if fmt == "jpg" else depth
+            out_depth = 16 if canvas.dtype == np.uint16 else 8
             total = passes(fast, pixels.shape, tile)
             with tqdm(total=total, desc=path.name, unit="tile", leave=False, disable=None) as bar:
                 run = functools.partial(
