@@ -180,6 +180,7 @@ def fast_mode_psnr(weights_dir: str | None, reference_dir: str | None) -> list[t
     import imageio.v3 as iio
 
     from dped.enhance import enhance_image
+    from dped.metrics import psnr
     from dped.pretrained import ORIGINAL_MODELS, original_generator
 
     rows = []
@@ -192,8 +193,7 @@ def fast_mode_psnr(weights_dir: str | None, reference_dir: str | None) -> list[t
             image = iio.imread(path)
             exact = enhance_image(generator, image, 1024)
             fast = enhance_image(generator, image, 1024, precision="bfloat16")
-            mse = np.mean((fast.astype(np.float64) - exact) ** 2)
-            rows.append((model, path.name, 10 * np.log10(1.0 / mse)))
+            rows.append((model, path.name, float(psnr(fast, exact))))
     return rows
 
 
@@ -226,10 +226,9 @@ def enhance_speed(weights_dir: str | None, reference_dir: str | None = None) -> 
     for model, size, precision in ENHANCE_CASES:
         r = _in_fresh_process(enhance_case, model, size, precision, weights_dir)
         h, w = size
-        mode = r["mode"]
         speedup = ORIGINAL_SECONDS[size] / r["seconds"]
         print(
-            f"{r['name']:26} {h:4}x{w:<4} {precision:8} {mode:15} {r['seconds']:6.2f} s/image "
+            f"{r['name']:26} {h:4}x{w:<4} {precision:8} {r['mode']:15} {r['seconds']:6.2f} s/image "
             f"{h * w / 1e6 / r['seconds']:5.2f} MP/s {r['flops'] / r['seconds'] / 1e9:4.0f} "
             f"GFLOP/s (conv peak {r['peak']:4.0f}) {speedup:4.1f}x the original  "
             f"peak RSS {r['rss_gb']:.2f} GB"

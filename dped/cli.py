@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument(
         "--tile",
         type=int,
-        default=448,
+        default=448,  # dped.enhance.DEFAULT_TILE, not imported here: it pulls in TensorFlow
         help="tile side in pixels (448; images with at most (tile + 2 x context)^2 pixels run in "
         "one pass: --tile 512 for 512x512 photos)",
     )
