@@ -9,7 +9,9 @@ export DPED_REFERENCE_DIR ?= $(abspath ../shared/reference)
 
 .PHONY: help setup test parity lint format calibrate data bench sweep reproduce lab clean
 EXP ?= experiments/ablations.yaml
+EXPERIMENTS ?= experiments/ablations.yaml
 PROFILE ?= cpu
+RESULTS ?= results
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -51,12 +53,15 @@ bench: setup ## pipeline, training-step and enhance speed (BENCH_ARGS=--enhance-
 sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu
 	$(BIN)/dped sweep $(EXP) --profile $(PROFILE)
 
-reproduce: setup ## fresh clone -> mini dataset, ablation sweep (cpu), PSNR plots, summary.md
+reproduce: setup ## fresh clone -> mini dataset, ablation sweeps (cpu), PSNR plots, summary.md
 	$(MAKE) data
-	status=0; $(BIN)/dped sweep experiments/ablations.yaml --profile cpu || status=$$?; \
-	$(BIN)/papermill --log-level WARNING notebooks/psnr-plots.ipynb \
-		results/ablations/psnr-plots.ipynb -p experiment ablations || status=1; \
-	exit $$status
+	status=0; for exp in $(EXPERIMENTS); do \
+		name=$$($(BIN)/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["name"])' $$exp); \
+		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) || status=$$?; \
+		$(BIN)/papermill --log-level WARNING notebooks/psnr-plots.ipynb \
+			$(RESULTS)/$$name/psnr-plots.ipynb -p experiment $$name -p results_dir $(RESULTS) \
+			|| status=1; \
+	done; exit $$status
 
 lab: setup ## JupyterLab on notebooks/ with the project's kernel ("Python (dped)")
 	$(BIN)/jupyter lab notebooks/

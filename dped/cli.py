@@ -15,12 +15,26 @@ def resolve_config(config: str | None, overrides: list[str]) -> Config:
 
 
 def _config_command(args: argparse.Namespace) -> None:
-    cfg = resolve_config(args.config, args.set)
     if args.docs:
-        for key, value in cfg.to_dict().items():
-            print(f"{key + ': ' + repr(value):<60} # {Config.doc(key)}")
-    else:
-        print(cfg.to_yaml(), end="")
+        print(config_docs(), end="")
+        return
+    print(resolve_config(args.config, args.set).to_yaml(), end="")
+
+
+def config_docs() -> str:
+    """Every key: its `paper` and `seed` values side by side, its meaning, and for each
+    difference where the seed's value comes from."""
+    from dped.config import SEED_SOURCES, preset
+
+    paper, seed = preset("paper").to_dict(), preset("seed").to_dict()
+    lines = [f"{'key':<18} {'paper':<28} {'seed':<20} meaning", "-" * 100]
+    for key in paper:
+        mark = "*" if paper[key] != seed[key] else " "
+        lines.append(f"{key:<17}{mark} {paper[key]!r:<28} {seed[key]!r:<20} {Config.doc(key)}")
+        if key in SEED_SOURCES and SEED_SOURCES[key][1]:
+            lines.append(f"{'':<68} seed: {SEED_SOURCES[key][1]}")
+    lines.append("* = the seed's code differs from the authors' (aiff22/DPED) here")
+    return "\n".join(lines) + "\n"
 
 
 def _enhance_command(args: argparse.Namespace) -> int:
@@ -50,6 +64,7 @@ def _enhance_command(args: argparse.Namespace) -> int:
         args.raw,
         args.before_after,
         precision,
+        args.overwrite,
     )
     return 1 if failures else 0
 
@@ -57,7 +72,7 @@ def _enhance_command(args: argparse.Namespace) -> int:
 def _sweep_command(args: argparse.Namespace) -> int:
     from dped import sweep
 
-    return sweep.main([args.experiment, "--profile", args.profile])
+    return sweep.main([args.experiment, "--profile", args.profile, "--results", args.results])
 
 
 def _calibrate_command(args: argparse.Namespace) -> None:
@@ -73,10 +88,10 @@ def _data_command(args: argparse.Namespace) -> None:
 
     cfg = resolve_config(args.config, args.set)
     start = time.perf_counter()
-    base = minidata.build(cfg)
+    base = minidata.build(cfg, args.out)
     files = sum(1 for p in base.rglob("*") if p.is_file())
     print(f"mini dataset: {files} files under {base} in {time.perf_counter() - start:.1f} s")
-    baseline = minidata.identity_baseline(cfg)
+    baseline = minidata.identity_baseline(cfg, args.out)
     (base / "identity_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
     print(
         f"identity baseline (phone vs DSLR, {baseline['patches']} test patches): "
@@ -99,11 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", help="print the resolved config as YAML")
     show.add_argument("--config", help="experiments/<name>.yaml or a preset name (paper, seed)")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    show.add_argument("--docs", action="store_true", help="one line of documentation per key")
+    show.add_argument(
+        "--docs",
+        action="store_true",
+        help="every key: paper and seed side by side, its meaning, where the seed's value comes from",
+    )
     show.set_defaults(func=_config_command)
     data = sub.add_parser("data", help="build the mini dataset and print the identity baseline")
-    data.add_argument("--config", default="experiments/cpu.yaml")
+    data.add_argument(
+        "--config",
+        default="experiments/cpu.yaml",
+        help="config whose deg_* keys, seed and patch_size shape the set (not where it goes)",
+    )
     data.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    data.add_argument(
+        "--out",
+        default="data/dped-mini",  # dped.minidata.MINI_ROOT (not imported: it pulls in numpy)
+        help="root to build <out>/mini in (default data/dped-mini); never a folder of yours",
+    )
     data.set_defaults(func=_data_command)
     tr = sub.add_parser("train", help="train (or --resume) a run into results/<name>")
     tr.add_argument("--config", required=True, help="experiments/<name>.yaml or a preset name")
@@ -131,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--before-after", action="store_true", help="phone | enhanced side by side")
     en.add_argument("--raw", action="store_true", help="also write the unclipped float32 .npy")
     en.add_argument(
+        "--overwrite", action="store_true", help="replace outputs that already exist in --out"
+    )
+    en.add_argument(
         "--fast",
         action="store_true",
         help="bfloat16 convolutions where the CPU has them (2.7x faster here, ~60 dB from float32)",
@@ -139,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run an experiment YAML's notebooks with papermill")
     sw.add_argument("experiment")
     sw.add_argument("--profile", default="cpu")
+    sw.add_argument("--results", default="results", help="results root (default results)")
     sw.set_defaults(func=_sweep_command)
     cal = sub.add_parser("calibrate", help="measure each loss term at initialisation")
     cal.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -147,12 +179,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(err: BaseException) -> str:
+    """One line for the user: the path and the reason for OS errors, else the message."""
+    if isinstance(err, OSError) and err.filename and not str(err).startswith(str(err.filename)):
+        return f"{err.filename}: {err.strerror or err}"
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else ""
+    known = (ConfigError, ValueError, RuntimeError, OSError)
+    return first if isinstance(err, known) and first else f"{type(err).__name__}: {first}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import os
+
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as err:
-        print(f"dped: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(
+            "dped: interrupted (outputs are written atomically: nothing half-written)",
+            file=sys.stderr,
+        )
+        return 130
+    except Exception as err:  # noqa: BLE001  one line, never a traceback (DPED_DEBUG=1 shows it)
+        if os.environ.get("DPED_DEBUG") == "1":
+            raise
+        print(f"dped: error: {error_line(err)}", file=sys.stderr)
         return 2
     return code or 0
 

@@ -2,7 +2,9 @@
 
 YAML files in `experiments/`, papermill parameters and the CLI all produce this object; nothing
 re-declares a default elsewhere. The field defaults are the original authors' released code
-(`paper`); the `seed` preset applies the five modifications of the third-party re-implementation.
+(`paper`, aiff22/DPED); `seed` is what the third-party re-implementation JuheonYi/DPED-TensorFlow
+computes: every difference between the two codes is a field here (`SEED_SOURCES` says where
+each seed value comes from), so `paper` and `seed` are two points of one space.
 No TensorFlow import here: parsing a config must stay cheap.
 """
 
@@ -32,18 +34,37 @@ class Config:
 
     name: str = _f("paper", "run name, used for the results folder")
     # --- generator (the ablation axes of modifications 1 and 2) ---
-    norm: Literal["instance", "batch", "none"] = _f(
-        "instance", "normalisation after each residual-block convolution"
+    io_space: Literal["unit", "centred"] = _f(
+        "unit",
+        "image space inside the networks: 0..1 (authors) or (pixels - VGG mean) / 255 (seed)",
+    )
+    norm: Literal["instance", "batch", "affine", "none"] = _f(
+        "instance",
+        "after each residual-block conv: instance norm, batch norm, an inference-mode BN "
+        "(a learned per-channel affine map) or none",
     )
     head: Literal["tanh", "conv1x1"] = _f(
-        "tanh", "output head: tanh(conv9x9)*0.58+0.5 (original) or a linear 1x1 conv"
+        "tanh", "output layer: tanh(conv9x9)*0.58+0.5 (authors) or a linear 1x1 conv"
     )
+    tail_convs: int = _f(2, "conv3x3+ReLU layers between the residual blocks and the head")
     filters: int = _f(64, "channels of every hidden generator layer")
     res_blocks: int = _f(4, "number of residual blocks in the generator")
-    init: Literal["original", "he"] = _f(
-        "original", "generator kernels: truncated normal stddev 0.01 (original) or He normal"
+    init: Literal["original", "he", "xavier"] = _f(
+        "original",
+        "generator weights: truncated normal 0.01 + bias 0.01 (authors), He normal on ReLU "
+        "layers, or Xavier-uniform + zero bias (seed)",
+    )
+    discriminator: Literal["original", "seed"] = _f(
+        "original",
+        "authors': instance norm after LeakyReLU, softmax over 2 classes; seed's: affine BN "
+        "before LeakyReLU, one sigmoid logit, Xavier init",
     )
     # --- losses (modification 3) ---
+    loss_defs: Literal["original", "seed"] = _f(
+        "original",
+        "loss formulas: authors' (color sum/2B, squared TV, texture with random DSLR/enhanced "
+        "swaps) or seed's (255*mean color, L1 TV per image, texture with D(enhanced) as label)",
+    )
     w_content: float = _f(10.0, "weight of the VGG-19 content loss")
     w_color: float = _f(0.5, "weight of the Gaussian-blurred color loss")
     w_texture: float = _f(1.0, "weight of the adversarial texture loss")
@@ -55,18 +76,41 @@ class Config:
         "vgg_pretrained/imagenet-vgg-verydeep-19.mat",
         "VGG-19 weights: a MatConvNet .mat, a Keras .h5, 'imagenet' (Keras download) or 'random'",
     )
+    # --- adversarial schedule ---
+    d_pretrain_iters: int = _f(
+        0, "discriminator-only iterations (phone = fake, DSLR = real) before joint training"
+    )
+    d_fake: Literal["re-enhanced", "pre-step"] = _f(
+        "re-enhanced",
+        "the discriminator step's fake batch: the phone batch enhanced again after the "
+        "generator step (authors) or the batch enhanced before it (seed)",
+    )
     # --- optimisation (modifications 4 and 5) ---
     learning_rate: float = _f(5e-4, "Adam learning rate of generator and discriminator")
+    adam_epsilon: float = _f(1e-8, "Adam's epsilon: TF1's AdamOptimizer default (Keras: 1e-7)")
     batch_size: int = _f(50, "patch pairs per training iteration")
     num_iters: int = _f(20000, "training iterations")
     eval_every: int = _f(1000, "iterations between evaluations on the test patches")
-    augment: bool = _f(False, "draw one of the 8 flips/rotations per training pair")
+    augment: bool = _f(False, "flip/rotate each training pair (phone and DSLR alike)")
+    augment_draw: Literal["one_of_8", "three_coins"] = _f(
+        "one_of_8",
+        "how: one of the 8 flips/rotations, or three coins (flip up-down, flip left-right, "
+        "rot90) as the seed; the same distribution, another random stream",
+    )
     seed: int = _f(0, "seed of every random draw (weights, data order, augmentation, swaps)")
     precision: Literal["float32", "mixed_bfloat16"] = _f(
         "float32", "compute dtype of the networks (bfloat16: CPUs with AVX512_BF16/AMX, TPUs)"
     )
     strategy: Literal["default", "mirrored", "multiworker"] = _f(
         "default", "tf.distribute strategy: one device, all local GPUs, or several machines"
+    )
+    eval_protocol: Literal["original", "seed"] = _f(
+        "original",
+        "the headline test `psnr`: from the MSE over all patches (authors) or the mean of "
+        "per-patch PSNRs of uint8 outputs (seed); both are always logged",
+    )
+    init_checkpoint: str = _f(
+        "", "start from these weights: an authors' or seed checkpoint prefix ('' = fresh init)"
     )
     tensorboard: bool = _f(False, "also write the loss terms and metrics as TensorBoard events")
     deterministic: bool = _f(False, "TensorFlow op determinism: bit-exact reruns and resumes")
@@ -207,7 +251,9 @@ def _check_values(cfg: Config) -> None:
         "w_texture",
         "w_tv",
         "res_blocks",
+        "tail_convs",
         "train_size",
+        "d_pretrain_iters",
         "deg_exposure",
         "deg_gamma",
         "deg_wb_red",
@@ -222,6 +268,8 @@ def _check_values(cfg: Config) -> None:
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}: expected a value >= 0, got {getattr(cfg, name)}")
+    if not cfg.adam_epsilon > 0:
+        raise ConfigError(f"adam_epsilon: expected a positive value, got {cfg.adam_epsilon}")
     if not cfg.learning_rate > 0:
         raise ConfigError(f"learning_rate: expected a positive value, got {cfg.learning_rate}")
     if not 1 <= cfg.deg_jpeg_quality <= 100:
@@ -230,26 +278,56 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"blur_size: expected an odd kernel side, got {cfg.blur_size}")
 
 
-# The `seed` weights bring the four terms to comparable magnitudes at initialisation,
-# content highest and color next; README "Loss weights of the seed preset" has the
-# measurement (`make calibrate`) they come from.
-SEED_WEIGHTS = {"w_content": 0.01, "w_color": 0.002, "w_texture": 0.005, "w_tv": 20.0}
+# The seed re-implementation (JuheonYi/DPED-TensorFlow, HEAD 2df4eaf) as its code computes it:
+# each key with where its value comes from. `dped config --docs` prints them beside `paper`.
+SEED_SOURCES: dict[str, tuple[Any, str]] = {
+    "name": ("seed", ""),
+    "io_space": ("centred", "utils.preprocess: (pixels - VGG mean) / 255 in and out (silent)"),
+    "norm": ("none", "README (1): BN removed; DPED.py keeps it commented out"),
+    "head": ("conv1x1", "README (2): a linear 1x1 conv (CONV_5) instead of conv9x9 + tanh"),
+    "tail_convs": (3, "DPED.py: CONV_2..CONV_4 after the blocks, authors have two (silent)"),
+    "init": ("xavier", "DPED.py: xavier_initializer, zero biases (silent)"),
+    "discriminator": ("seed", "DPED.py: inference-mode BN, dense 1024, sigmoid logit (silent)"),
+    "loss_defs": (
+        "seed",
+        "DPED.py build_generator_loss: 255*mean color, L1 TV, logit label (silent)",
+    ),
+    "w_content": (2.0, "README (3) rescaled weights; values of its DPED-main.ipynb"),
+    "w_color": (1.2, "DPED-main.ipynb (its comment: originally 0.1)"),
+    "w_texture": (1.0, "DPED-main.ipynb (its comment: originally 0.4)"),
+    "w_tv": (1 / 400, "DPED-main.ipynb (its comment: originally 400)"),
+    "d_pretrain_iters": (10000, "DPED.pretrain_discriminator: 10,000 iterations first (silent)"),
+    "d_fake": ("pre-step", "DPED.train: D step on the batch enhanced before the G step (silent)"),
+    "learning_rate": (1e-4, "README (5): lr 5e-4 -> 1e-4, both networks"),
+    "augment": (True, "README (4): flip/rotate augmentation"),
+    "augment_draw": ("three_coins", "utils.get_batch: three coins per pair"),
+    "eval_protocol": ("seed", "DPED.test_generator: mean per-patch PSNR on uint8 (silent)"),
+}
+
+# The old `seed` preset: the README's five modifications applied to the authors' code, with loss
+# weights calibrated here (`make calibrate`). Kept as `readme`: what the README alone describes.
+README_MODIFICATIONS = {
+    "name": "readme",
+    "norm": "none",
+    "head": "conv1x1",
+    "w_content": 0.01,
+    "w_color": 0.002,
+    "w_texture": 0.005,
+    "w_tv": 20.0,
+    "augment": True,
+    "learning_rate": 1e-4,
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
-    "seed": {
-        "name": "seed",
-        "norm": "none",  # (1) no normalisation layers
-        "head": "conv1x1",  # (2) a 1x1 convolution instead of the final tanh layer
-        **SEED_WEIGHTS,  # (3) loss weights rescaled to comparable ranges
-        "augment": True,  # (4) flip/rotate augmentation
-        "learning_rate": 1e-4,  # (5) learning rate 5e-4 -> 1e-4
-    },
+    "seed": {key: value for key, (value, _) in SEED_SOURCES.items()},
+    "readme": README_MODIFICATIONS,
 }
 
 
 def preset(name: str) -> Config:
-    """The named base config: `paper` (original code) or `seed` (the five modifications)."""
+    """The named base config: `paper` (authors' code), `seed` (the seed's code) or `readme`
+    (the seed README's five modifications on the authors' code)."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}': expected one of {', '.join(PRESETS)}")
     return Config(**PRESETS[name])

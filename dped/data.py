@@ -172,6 +172,34 @@ def load_files(cfg: Config) -> DPEDFiles:
     return files
 
 
+def changed_files(files: DPEDFiles) -> list[str]:
+    """Files of a validated dataset that are gone or no longer read as images, as 'path: why'."""
+    problems = []
+    for split in (files.train, files.test):
+        for path in split.phone + split.dslr:
+            try:
+                inspect_image(path)
+            except FileNotFoundError:
+                problems.append(f"{path}: no longer exists")
+            except Exception as err:  # PIL raises several types for a damaged file
+                problems.append(f"{path}: no longer reads as an image ({err})")
+    return problems
+
+
+def stream_error(files: DPEDFiles, err: Exception, run_dir) -> Exception:
+    """The error to raise for a TensorFlow read/decode failure during a run: a DatasetError
+    naming the files that changed under it, or `err` itself when none did."""
+    problems = changed_files(files)
+    if not problems:
+        return err
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return DatasetError(
+        f"the dataset changed while the run read it: {problems[0]}{more}; restore the files "
+        f"(or rebuild the set before, not during, a run) and continue with --resume from the "
+        f"last checkpoint in {run_dir}/checkpoints"
+    )
+
+
 def subsample(split: Split, train_size: int, seed: int) -> Split:
     """The original's `train_size` option: a seeded random subset of the training pairs."""
     if train_size == 0 or train_size >= len(split):
@@ -192,16 +220,26 @@ def _decode(path):
     return tf.image.convert_image_dtype(image, tf.float32)
 
 
-def augment_pair(phone, dslr, seed):
-    """One of the 8 flips/rotations, drawn from `seed`, applied to both images of the pair."""
+def augment_pair(phone, dslr, seed, draw: str = "one_of_8"):
+    """A flip/rotation drawn from `seed`, applied to both images of the pair: one of the 8
+    (`one_of_8`), or the seed's three coins in its order (flip up-down, flip left-right, rot90),
+    which give the same 8 transforms with equal probability from another random stream."""
     import tensorflow as tf
 
+    def maybe(flag, op, image):
+        return tf.cond(flag, lambda: op(image), lambda: image)
+
+    if draw == "three_coins":
+        coins = tf.random.stateless_uniform([3], seed) > 0.5
+        for coin, op in zip(
+            tf.unstack(coins), (tf.image.flip_up_down, tf.image.flip_left_right, tf.image.rot90)
+        ):
+            phone, dslr = maybe(coin, op, phone), maybe(coin, op, dslr)
+        return phone, dslr
     k = tf.random.stateless_uniform([], seed, 0, 8, dtype=tf.int32)
     phone, dslr = tf.image.rot90(phone, k % 4), tf.image.rot90(dslr, k % 4)
     flip = k >= 4
-    phone = tf.cond(flip, lambda: tf.image.flip_left_right(phone), lambda: phone)
-    dslr = tf.cond(flip, lambda: tf.image.flip_left_right(dslr), lambda: dslr)
-    return phone, dslr
+    return maybe(flip, tf.image.flip_left_right, phone), maybe(flip, tf.image.flip_left_right, dslr)
 
 
 def pair_dataset(split: Split, cfg: Config, training: bool):
@@ -228,7 +266,9 @@ def pair_dataset(split: Split, cfg: Config, training: bool):
     )
     if training and cfg.augment:
         ds = ds.enumerate().map(
-            lambda i, pair: augment_pair(*pair, tf.stack([tf.cast(cfg.seed, tf.int64), i])),
+            lambda i, pair: augment_pair(
+                *pair, tf.stack([tf.cast(cfg.seed, tf.int64), i]), cfg.augment_draw
+            ),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )

@@ -192,6 +192,10 @@ def read_pixels(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
     """(HxWx3 uint8 or uint16 pixels, alpha of the same type or None, bit depth 8 or 16),
     upright by the EXIF orientation, gray repeated to RGB."""
     path = Path(path)
+    if not path.exists():
+        raise ValueError("no such file: check the path")
+    if not path.is_file():
+        raise ValueError("not a file")
     try:
         array = _decode(path)
     except ValueError:
@@ -301,11 +305,19 @@ def _restore(run: Path, prefix: str) -> keras.Model:
     import tensorflow as tf
 
     from dped.models import generator_from_config
+    from dped.pretrained import CheckpointError
     from dped.runs import load_config
 
     generator = generator_from_config(load_config(run))
-    status = tf.train.Checkpoint(generator=generator).restore(prefix).expect_partial()
-    status.assert_existing_objects_matched()  # never enhance with a half-random generator
+    try:
+        status = tf.train.Checkpoint(generator=generator).restore(prefix).expect_partial()
+        status.assert_existing_objects_matched()  # never enhance with a half-random generator
+    except Exception as err:  # TF raises OpErrors, IndexError, AssertionError, ... here
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"cannot restore checkpoint {prefix} ({type(err).__name__}: {reason}): the files "
+            f"are damaged or incomplete; use another checkpoint of {run} or retrain"
+        ) from None
     return generator
 
 
@@ -339,7 +351,7 @@ def list_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
     files, skipped = [], []
     for p in map(Path, paths):
         if not p.is_dir():
-            files.append(p)
+            files.append(p)  # a missing one becomes its own error line when it is read
             continue
         for f in sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")):
             (files if f.suffix.lower() in IMAGE_SUFFIXES else skipped).append(f)
@@ -364,20 +376,28 @@ def enhance_files(
     raw: bool = False,
     before_after: bool = False,
     precision: str = "float32",
+    overwrite: bool = False,
 ) -> int:
-    """Enhance every file; a bad file is a one-line error and the others still run.
-    Returns the number of failures."""
+    """Enhance every file; a bad file is a one-line error and the others still run. An
+    existing output is replaced only with `overwrite`. Returns the number of failures."""
     import sys
 
     from tqdm import tqdm
 
     from dped.runs import atomic_write
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     files, skipped = list_inputs(paths)
     if skipped:
         names = ", ".join(f.name for f in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         print(f"dped enhance: skipped {len(skipped)} non-image file(s): {names}", file=sys.stderr)
+    if not files:
+        raise ValueError(
+            f"no images to enhance in {', '.join(map(str, paths))} (looked for "
+            f"{' '.join(IMAGE_SUFFIXES)}): give image files or a folder that holds some"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file: --out names a folder for the outputs")
+    out_dir.mkdir(parents=True, exist_ok=True)
     fast = fast_generator(generator, precision)
     failures = 0
     images = tqdm(list(zip(files, output_stems(files))), desc="images", unit="image", disable=None)
@@ -386,6 +406,12 @@ def enhance_files(
         try:
             if target.resolve() == path.resolve():
                 raise ValueError("the output would overwrite the input: choose another --out")
+            outputs = [target, out_dir / f"{stem}.npy"] if raw else [target]
+            existing = [o for o in outputs if o.exists()]
+            if existing and not overwrite:
+                raise ValueError(
+                    f"{existing[0]} already exists: pass --overwrite to replace it, or another --out"
+                )
             pixels, alpha, depth = read_pixels(path)
             canvas = _output_canvas(pixels, alpha, depth, fmt, before_after)
             out_depth = 16 if canvas.dtype == np.uint16 else 8

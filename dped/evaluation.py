@@ -1,4 +1,13 @@
-"""Evaluation on the test patches: PSNR, SSIM and MS-SSIM of enhanced (or phone) vs DSLR."""
+"""Evaluation on the test patches: PSNR, SSIM and MS-SSIM of enhanced (or phone) vs DSLR.
+
+Two PSNR protocols, both always reported:
+- `psnr_mse` (the authors'): from the MSE over all patches, float images clipped to 0..1;
+- `psnr_dslr_enhanced` / `psnr_phone_enhanced` (the seed's test_generator): the mean of
+  per-patch PSNRs, 20 log10(255 / rmse) in float64, of the uint8 output against the uint8 DSLR
+  (resp. phone) patch. The seed draws 200 random test patches with replacement; we use every
+  test patch once, so the number does not depend on a draw.
+`psnr` is the one `eval_protocol` names: the headline, and what picks the best checkpoint.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +19,53 @@ from dped.config import Config
 from dped.data import Split, pair_dataset
 
 
+def _to_uint8(images) -> np.ndarray:
+    return np.rint(np.clip(np.asarray(images, np.float64), 0.0, 1.0) * 255.0)
+
+
+def patch_psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> np.ndarray:
+    """Per-patch 20 log10(255 / rmse) of uint8-valued [B, H, W, C] arrays (100 where equal)."""
+    rmse = np.sqrt(np.mean((a_u8 - b_u8) ** 2, axis=(1, 2, 3)))
+    with np.errstate(divide="ignore"):
+        return np.where(rmse == 0, 100.0, 20.0 * np.log10(255.0 / rmse))
+
+
+class PairMetrics:
+    """Accumulates the metrics batch by batch, so one pass over the test set serves all."""
+
+    def __init__(self):
+        self.sums = dict.fromkeys(
+            ("mse", "ssim", "ms_ssim", "psnr_dslr_enhanced", "psnr_phone_enhanced"), 0.0
+        )
+        self.count = 0
+
+    def update(self, phone, enhanced, dslr) -> None:
+        from dped import metrics
+
+        enhanced = np.clip(np.asarray(enhanced), 0.0, 1.0)  # as when they are written
+        dslr, n = np.asarray(dslr), int(enhanced.shape[0])
+        self.sums["mse"] += n * float(np.mean((enhanced - dslr) ** 2))
+        enhanced_u8 = _to_uint8(enhanced)
+        self.sums["psnr_dslr_enhanced"] += float(patch_psnr(enhanced_u8, _to_uint8(dslr)).sum())
+        self.sums["psnr_phone_enhanced"] += float(patch_psnr(enhanced_u8, _to_uint8(phone)).sum())
+        for i in range(n):
+            self.sums["ssim"] += float(metrics.ssim(enhanced[i : i + 1], dslr[i : i + 1]))
+            self.sums["ms_ssim"] += float(metrics.ms_ssim(enhanced[i : i + 1], dslr[i : i + 1]))
+        self.count += n
+
+    def result(self, protocol: str = "original") -> dict[str, float]:
+        means = {k: v / self.count for k, v in self.sums.items()}
+        out = {"psnr_mse": float(10 * np.log10(1.0 / means.pop("mse"))), **means}
+        out["psnr"] = out["psnr_mse" if protocol == "original" else "psnr_dslr_enhanced"]
+        return {"psnr": out.pop("psnr"), **out, "patches": self.count}
+
+
 def evaluate_pairs(split: Split, cfg: Config, enhance: Callable | None = None) -> dict[str, float]:
     """Metrics over every test pair; `enhance=None` scores the phone patches themselves.
 
-    PSNR comes from the MSE over all patches; SSIM and MS-SSIM are means of per-patch values,
-    so no number depends on the batch size. Enhanced images are clipped to 0..1 first, as when
-    they are written.
+    SSIM and MS-SSIM are means of per-patch values, so no number depends on the batch size.
     """
-    from dped import metrics
-
-    sums = {"mse": 0.0, "ssim": 0.0, "ms_ssim": 0.0}
-    count = 0
+    acc = PairMetrics()
     for phone, dslr in pair_dataset(split, cfg.replace(augment=False), training=False):
-        enhanced = phone if enhance is None else np.clip(enhance(phone), 0.0, 1.0)
-        n = int(phone.shape[0])
-        sums["mse"] += n * float(np.mean((np.asarray(enhanced) - dslr.numpy()) ** 2))
-        for i in range(n):
-            sums["ssim"] += float(metrics.ssim(enhanced[i : i + 1], dslr[i : i + 1]))
-            sums["ms_ssim"] += float(metrics.ms_ssim(enhanced[i : i + 1], dslr[i : i + 1]))
-        count += n
-    mse = sums["mse"] / count
-    return {
-        "psnr": float(10 * np.log10(1.0 / mse)),
-        "ssim": sums["ssim"] / count,
-        "ms_ssim": sums["ms_ssim"] / count,
-        "patches": count,
-    }
+        acc.update(phone, phone if enhance is None else enhance(phone), dslr)
+    return acc.result(cfg.eval_protocol)

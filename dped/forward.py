@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from dped.models import InstanceNormalization, ScaledTanh
+from dped.models import Affine, InstanceNormalization
 
 PRECISIONS = ("float32", "bfloat16")
 
@@ -73,11 +73,7 @@ def channel_moments(h):
 
 def receptive_radius(generator: keras.Model) -> int:
     """Pixels of context each output pixel sees on each side (stride-1 convolutions)."""
-    return sum(
-        (layer.kernel_size[0] - 1) // 2
-        for layer in generator.layers
-        if isinstance(layer, keras.layers.Conv2D)
-    )
+    return generator.spec.radius
 
 
 class FastGenerator:
@@ -90,19 +86,25 @@ class FastGenerator:
             )
         self.precision = precision
         self.dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
-        self.convs = [lay for lay in generator.layers if isinstance(lay, keras.layers.Conv2D)]
-        self.blocks = sum(isinstance(lay, keras.layers.Add) for lay in generator.layers)
+        spec = self.spec = generator.spec  # the layers, as models.GeneratorSpec describes them
+        self.stem = generator.get_layer(spec.stem.name)
+        self.block_convs = [
+            [generator.get_layer(c.name) for c in spec.block(j)] for j in range(spec.res_blocks)
+        ]
+        self.tail = [generator.get_layer(c.name) for c in spec.tail]
+        self.out = generator.get_layer(spec.out.name)
+        self.blocks = spec.res_blocks
         self.norms = [generator.get_layer(f"norm{i}") for i in range(2 * self.blocks)]
-        self.tanh = any(isinstance(lay, ScaledTanh) for lay in generator.layers)
+        self.tanh = spec.head == "tanh"
+        self.offset = tf.constant(spec.offset, tf.float32)
         self.instance = [
             i for i, n in enumerate(self.norms) if isinstance(n, InstanceNormalization)
         ]
-        self.channels = self.convs[0].filters
-        self.radius = receptive_radius(generator)
+        self.channels = spec.filters
+        self.radius = spec.radius
         # Context that norm k's input needs: conv1 and the k + 1 convolutions after it.
         self.norm_radius = [
-            sum((c.kernel_size[0] - 1) // 2 for c in self.convs[: k + 2])
-            for k in range(len(self.norms))
+            sum((c.size - 1) // 2 for c in spec.convs()[: k + 2]) for k in range(len(self.norms))
         ]
         image = tf.TensorSpec([1, None, None, 3], tf.float32)
         stats = tf.TensorSpec([len(self.instance), 2, self.channels], tf.float32)
@@ -153,6 +155,15 @@ class FastGenerator:
                 tf.convert_to_tensor(layer.scale),
                 tf.convert_to_tensor(layer.shift),
             )
+        if isinstance(layer, Affine):
+            inv_std = tf.fill([self.channels], 1.0 / (1.0 + layer.epsilon) ** 0.5)
+            zero = tf.zeros([self.channels])
+            return (
+                zero,
+                inv_std,
+                tf.convert_to_tensor(layer.gamma),
+                tf.convert_to_tensor(layer.beta),
+            )
         # BatchNormalization at inference: its moving statistics.
         variance, mean = (
             tf.convert_to_tensor(v) for v in (layer.moving_variance, layer.moving_mean)
@@ -164,7 +175,7 @@ class FastGenerator:
         skip = h
         for half in range(2):
             i = 2 * block + half
-            layer = self.convs[1 + i]
+            layer = self.block_convs[block][half]
             if isinstance(self.norms[i], keras.layers.Identity):
                 h = self._conv(h, layer, relu=True)
                 continue
@@ -180,17 +191,17 @@ class FastGenerator:
 
     def _forward(self, x, stats=None, stop: int | None = None):
         """The enhanced image (float32), or with `stop=k` the input of norm k."""
-        h = self._conv(tf.cast(x, self.dtype), self.convs[0], relu=True)
+        h = self._conv(tf.cast(x - self.offset, self.dtype), self.stem, relu=True)
         for block in range(self.blocks):
             h, stopped = self._block(block, h, stats, stop)
             if stopped:
                 return h
-        h = self._conv(h, self.convs[-3], relu=True)
-        h = self._conv(h, self.convs[-2], relu=True)
-        return self._head(h)
+        for layer in self.tail:
+            h = self._conv(h, layer, relu=True)
+        return self._head(h) + self.offset
 
     def _head(self, h):
-        layer = self.convs[-1]
+        layer = self.out
         size = layer.kernel_size[0]
         if size == 1:
             y = tf.cast(self._conv(h, layer), tf.float32)

@@ -1,7 +1,9 @@
-"""The four DPED losses, normalised exactly as the original training code (train_model.py).
+"""The four DPED losses, as the authors' train_model.py and as the seed's DPED.py define them.
 
 Images are float tensors [B, H, W, 3] in 0..1 (the generator's raw output may leave that range;
-nothing is clipped here). B is the batch size.
+nothing is clipped here). B is the batch size. The seed computes its losses on mean-centred
+images; color, TV and content (VGG sees 255*x - mean either way) do not change under that shift,
+so the same 0..1 tensors serve both definitions.
 """
 
 from __future__ import annotations
@@ -12,9 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from dped.config import Config
-
-# tf.image.rgb_to_grayscale's weights: the original makes its grayscale patches with it.
-GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+from dped.models import GRAY_WEIGHTS  # tf.image.rgb_to_grayscale's, as both codes use
 
 
 def gauss_kernel(size: int = 21, nsig: float = 3.0, channels: int = 3) -> np.ndarray:
@@ -58,6 +58,54 @@ def total_variation_loss(enhanced: tf.Tensor) -> tf.Tensor:
     return (
         tf.reduce_sum(tf.square(dx)) / per_image(dx) + tf.reduce_sum(tf.square(dy)) / per_image(dy)
     ) / batch
+
+
+def color_loss_seed(enhanced: tf.Tensor, dslr: tf.Tensor, kernel: np.ndarray) -> tf.Tensor:
+    """255 * mean((blur(dslr) - blur(enhanced))^2), the seed's color loss."""
+    return 255.0 * tf.reduce_mean(tf.square(blur(dslr, kernel) - blur(enhanced, kernel)))
+
+
+def total_variation_l1(enhanced: tf.Tensor) -> tf.Tensor:
+    """Mean over the batch of sum |dx| + sum |dy| per image (tf.image.total_variation): the seed's."""
+    return tf.reduce_mean(tf.image.total_variation(enhanced))
+
+
+def texture_loss_seed(dslr_logit: tf.Tensor, enhanced_logit: tf.Tensor) -> tf.Tensor:
+    """mean(sigmoid_xent(logits=D(dslr), labels=D(enhanced))): the seed's texture term, with the
+    discriminator's logit on the enhanced patch as the label (its gradient flows through it)."""
+    return tf.reduce_mean(
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=enhanced_logit, logits=dslr_logit)
+    )
+
+
+def discriminator_loss_seed(real_logit: tf.Tensor, fake_logit: tf.Tensor) -> tf.Tensor:
+    """mean(sigmoid_xent(D(dslr), 1)) + mean(sigmoid_xent(D(fake), 0))."""
+    xent = tf.nn.sigmoid_cross_entropy_with_logits
+    return tf.reduce_mean(
+        xent(labels=tf.ones_like(real_logit), logits=real_logit)
+    ) + tf.reduce_mean(xent(labels=tf.zeros_like(fake_logit), logits=fake_logit))
+
+
+def logit_accuracy(real_logit: tf.Tensor, fake_logit: tf.Tensor) -> tf.Tensor:
+    """Share of DSLR patches called DSLR and fake patches called fake, both sides together."""
+    right = tf.concat([real_logit > 0, fake_logit <= 0], axis=0)
+    return tf.reduce_mean(tf.cast(right, tf.float32))
+
+
+def dslr_logit(output: tf.Tensor) -> tf.Tensor:
+    """[B, 1] logit of 'DSLR' from either discriminator: the seed's logit, or log(p_dslr/p_enh)
+    of the authors' softmax (clipped as their loss clips)."""
+    if output.shape[-1] == 1:
+        return output
+    p = tf.clip_by_value(output, 1e-10, 1.0)
+    return tf.math.log(p[:, 1:]) - tf.math.log(p[:, :1])
+
+
+def as_probs(output: tf.Tensor) -> tf.Tensor:
+    """[B, 2] [p_enhanced, p_dslr] from either discriminator (the seed's: sigmoid of its logit)."""
+    if output.shape[-1] == 2:
+        return output
+    return tf.concat([tf.sigmoid(-output), tf.sigmoid(output)], axis=1)
 
 
 def to_gray(images: tf.Tensor) -> tf.Tensor:

@@ -10,11 +10,18 @@ phone-camera model whose every step is a `deg_*` key of the config:
 then each phone patch is cut 1..deg_misalign_px pixels away from its DSLR patch, as DPED's
 imperfect alignment. Train and test are split by source photo. All randomness comes from one
 seeded generator per photo: two builds give byte-identical files.
+
+Where it goes never depends on the config's `dataset_dir` / `phone` (those name the dataset a run
+reads, possibly the real DPED): the set is always `<root>/mini` (default `data/dped-mini/mini`).
+A build writes into a temporary sibling and renames it into place when complete, and it replaces
+only a folder that carries its marker file: nothing of the user's is ever deleted.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from dped.config import Config
-from dped.data import DSLR
+from dped.data import DSLR, DatasetError
+
+MINI_ROOT = "data/dped-mini"  # where `dped data` / `make data` build it; the cpu profiles read it
+MINI_PHONE = "mini"
+MARKER = ".dped-mini"  # written last by a complete build: the folder is ours to replace
 
 
 @dataclass(frozen=True)
@@ -129,13 +140,52 @@ def patch_corners(h: int, w: int, size: int, stride: int, margin: int) -> list[t
     return [(r, c) for r in rows for c in cols]
 
 
-def build(cfg: Config, root: str | Path | None = None, progress: bool = True) -> Path:
-    """Write the mini dataset under <root>/<cfg.phone>/ in the DPED layout; returns that folder."""
+def build(cfg: Config, root: str | Path = MINI_ROOT, progress: bool = True) -> Path:
+    """Write the mini dataset to <root>/mini in the DPED layout; returns that folder.
+
+    Built in a temporary sibling, then renamed into place; an existing <root>/mini is replaced
+    only if an earlier build marked it as its own (else DatasetError, nothing touched)."""
+    base = Path(root) / MINI_PHONE
+    check_replaceable(base)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = base.with_name(f".{base.name}.building-{os.getpid()}")
+    try:
+        _build_into(tmp, cfg, progress)
+        (tmp / MARKER).write_text(json.dumps({"seed": cfg.seed}) + "\n")
+        _swap_in(tmp, base)
+    finally:
+        if tmp.exists():  # an interrupted build: only our own temporary folder goes
+            shutil.rmtree(tmp)
+    return base
+
+
+def check_replaceable(base: Path) -> None:
+    """Raise unless `base` is absent, an empty folder or a mini dataset an earlier build marked."""
+    if not base.exists() or (base / MARKER).is_file():
+        return
+    if base.is_dir() and not any(base.iterdir()):
+        return
+    raise DatasetError(
+        f"{base} holds files that `dped data` did not build (no {MARKER} marker): it never "
+        f"replaces them; move them away or build elsewhere with `dped data --out OTHER_DIR`"
+    )
+
+
+def _swap_in(tmp: Path, base: Path) -> None:
+    """Rename the finished build to `base`; the old marked build is renamed aside first and
+    removed after, so a reader sees either set complete, never a mix or half a set."""
+    old = base.with_name(f".{base.name}.old-{os.getpid()}")
+    if base.exists():
+        check_replaceable(base)  # again: the folder may have changed during the build
+        os.rename(base, old)
+    os.rename(tmp, base)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _build_into(base: Path, cfg: Config, progress: bool) -> None:
     from tqdm import tqdm
 
-    base = Path(root or cfg.dataset_dir) / cfg.phone
-    if base.exists():
-        shutil.rmtree(base)  # stale files from another build would break byte-identity
     size, margin = cfg.patch_size, cfg.deg_misalign_px
     counters = {"train": 0, "test": 0}
     for index, source in enumerate(
@@ -162,12 +212,11 @@ def build(cfg: Config, root: str | Path | None = None, progress: bool = True) ->
             i = counters[source.split]
             counters[source.split] += 1
             _write(
-                folder / cfg.phone / f"{i}.jpg",
+                folder / MINI_PHONE / f"{i}.jpg",
                 phone[r + dy : r + dy + size, c + dx : c + dx + size],
                 95,
             )
             _write(folder / DSLR / f"{i}.jpg", photo[r : r + size, c : c + size], 95)
-    return base
 
 
 def _write(path: Path, image: np.ndarray, quality: int) -> None:
@@ -175,10 +224,10 @@ def _write(path: Path, image: np.ndarray, quality: int) -> None:
     path.write_bytes(jpeg_bytes(image, quality))
 
 
-def identity_baseline(cfg: Config, root: str | Path | None = None) -> dict[str, float]:
+def identity_baseline(cfg: Config, root: str | Path = MINI_ROOT) -> dict[str, float]:
     """PSNR and MS-SSIM of the phone test patches against the DSLR ones: the bar to beat."""
     from dped.data import discover
     from dped.evaluation import evaluate_pairs
 
-    files = discover(root or cfg.dataset_dir, cfg.phone)
+    files = discover(root, MINI_PHONE)
     return evaluate_pairs(files.test, cfg, enhance=None)

@@ -1,23 +1,103 @@
-"""The DPED generator (a fully convolutional ResNet) and the grayscale texture discriminator.
+"""The DPED generator (a fully convolutional ResNet) and the grayscale texture discriminators.
 
-Layer names follow the original graph (`conv1`..`conv12` hold W1..W12, `norm0`..`norm7` the
-eight normalisation layers) so that `pretrained.py` can map the authors' checkpoints onto them.
+`GeneratorSpec` is the one description of a generator's layers: the Keras builder here, the
+inference graphs (`forward.py`) and the checkpoint loaders (`pretrained.py`) all read it. Layer
+names follow the authors' graph (`conv1`..`conv12` hold W1..W12, `norm0`..`norm7` the eight
+normalisation layers); each conv also carries its name in the seed's checkpoints (`CONV_1`,
+`resblock_1_CONV_1`, ...).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
+import numpy as np
 from keras import layers, ops
 
 from dped.config import Config
 
-# The original initialises every weight with a truncated normal of stddev 0.01 and every
-# bias with 0.01 (models.py: weight_variable / bias_variable); we keep that for both presets.
+# The authors initialise every weight with a truncated normal of stddev 0.01 and every bias
+# with 0.01 (models.py: weight_variable / bias_variable); the seed uses Xavier-uniform kernels
+# and zero biases (tf.contrib.layers.xavier_initializer, tf.layers defaults).
 _KERNEL_INIT = {"class_name": "TruncatedNormal", "config": {"stddev": 0.01}}
 _BIAS_INIT = {"class_name": "Constant", "config": {"value": 0.01}}
+_INITS = {  # init -> (kernel initializer of ReLU layers, of the output layer, bias initializer)
+    "original": (_KERNEL_INIT, _KERNEL_INIT, _BIAS_INIT),
+    # He-scaled output kernels saturate the tanh head: the output layer keeps the small init.
+    "he": ("he_normal", _KERNEL_INIT, _BIAS_INIT),
+    "xavier": ("glorot_uniform", "glorot_uniform", "zeros"),
+}
 
-NORMS = ("instance", "batch", "none")
+NORMS = ("instance", "batch", "affine", "none")
 HEADS = ("tanh", "conv1x1")
+VGG_MEAN = np.array([123.68, 116.779, 103.939], np.float32)  # RGB, the seed's centring
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)  # tf.image.rgb_to_grayscale's
+
+
+@dataclass(frozen=True)
+class Conv:
+    name: str  # our Keras layer name
+    size: int
+    filters: int
+    seed: str  # its scope in the seed's checkpoints
+
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """The layers of a generator, in network order: conv9x9 + ReLU, `res_blocks` residual
+    blocks (conv, norm, ReLU, conv, norm, ReLU, + skip), `tail_convs` conv3x3 + ReLU, a head."""
+
+    norm: str = "instance"
+    head: str = "tanh"
+    filters: int = 64
+    res_blocks: int = 4
+    tail_convs: int = 2
+    io_space: str = "unit"
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> GeneratorSpec:
+        return cls(cfg.norm, cfg.head, cfg.filters, cfg.res_blocks, cfg.tail_convs, cfg.io_space)
+
+    @property
+    def stem(self) -> Conv:
+        return Conv("conv1", 9, self.filters, "CONV_1")
+
+    def block(self, j: int) -> tuple[Conv, Conv]:
+        """The two convolutions of residual block j (0-based); norm layers norm{2j}, norm{2j+1}."""
+        return tuple(
+            Conv(f"conv{2 + 2 * j + h}", 3, self.filters, f"resblock_{j + 1}_CONV_{h + 1}")
+            for h in range(2)
+        )
+
+    @property
+    def tail(self) -> list[Conv]:
+        first = 2 + 2 * self.res_blocks
+        return [
+            Conv(f"conv{first + t}", 3, self.filters, f"CONV_{t + 2}")
+            for t in range(self.tail_convs)
+        ]
+
+    @property
+    def out(self) -> Conv:
+        seed = f"CONV_{self.tail_convs + 2}"
+        if self.head == "tanh":
+            return Conv(f"conv{2 + 2 * self.res_blocks + self.tail_convs}", 9, 3, seed)
+        return Conv("conv1x1_head", 1, 3, seed)
+
+    def convs(self) -> list[Conv]:
+        blocks = [c for j in range(self.res_blocks) for c in self.block(j)]
+        return [self.stem, *blocks, *self.tail, self.out]
+
+    @property
+    def offset(self) -> np.ndarray:
+        """What the networks subtract from a 0..1 image (and add to their output)."""
+        return VGG_MEAN / 255.0 if self.io_space == "centred" else np.zeros(3, np.float32)
+
+    @property
+    def radius(self) -> int:
+        """Pixels of context each output pixel sees on each side (stride-1 convolutions)."""
+        return sum((c.size - 1) // 2 for c in self.convs())
 
 
 @keras.saving.register_keras_serializable(package="dped")
@@ -47,6 +127,43 @@ class InstanceNormalization(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dped")
+class Affine(layers.Layer):
+    """gamma * x / sqrt(1 + eps) + beta: TF1's batch_normalization called without a training
+    flag, i.e. inference mode with moving mean 0 and variance 1 that are never updated."""
+
+    def __init__(self, epsilon: float = 1e-3, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+
+    def call(self, x):
+        scale = ops.cast(self.gamma, x.dtype) / np.float32(np.sqrt(1.0 + self.epsilon))
+        return x * scale + ops.cast(self.beta, x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package="dped")
+class Shift(layers.Layer):
+    """x + offset (a constant per channel): moves 0..1 images into the seed's centred space."""
+
+    def __init__(self, offset, **kwargs):
+        super().__init__(**kwargs)
+        self.offset = [float(v) for v in offset]
+
+    def call(self, x):
+        return x + ops.cast(np.array(self.offset, np.float32), x.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "offset": self.offset}
+
+
+@keras.saving.register_keras_serializable(package="dped")
 class ScaledTanh(layers.Layer):
     """tanh(x) * 0.58 + 0.5: the original head, ranging over about (-0.08, 1.08)."""
 
@@ -54,15 +171,17 @@ class ScaledTanh(layers.Layer):
         return ops.tanh(x) * 0.58 + 0.5
 
 
-def _conv(filters: int, size: int, name: str, strides: int = 1, init: str = "original"):
+def _conv(conv: Conv | tuple, init: str = "original", relu_layer: bool = True, strides: int = 1):
+    name, size, filters = (conv.name, conv.size, conv.filters) if isinstance(conv, Conv) else conv
+    kernel, out_kernel, bias = _INITS[init]
     return layers.Conv2D(
         filters,
         size,
         strides=strides,
         padding="same",
         name=name,
-        kernel_initializer=_KERNEL_INIT if init == "original" else "he_normal",
-        bias_initializer=_BIAS_INIT,
+        kernel_initializer=kernel if relu_layer else out_kernel,
+        bias_initializer=bias,
     )
 
 
@@ -71,6 +190,8 @@ def _norm(kind: str, name: str) -> layers.Layer:
         return InstanceNormalization(epsilon=1e-3, name=name)
     if kind == "batch":
         return layers.BatchNormalization(epsilon=1e-3, name=name)
+    if kind == "affine":
+        return Affine(epsilon=1e-3, name=name)
     return layers.Identity(name=name)
 
 
@@ -81,66 +202,102 @@ def build_generator(
     res_blocks: int = 4,
     name: str = "generator",
     init: str = "original",
+    tail_convs: int = 2,
+    io_space: str = "unit",
 ) -> keras.Model:
-    """The DPED ResNet: conv9x9, `res_blocks` residual blocks, two conv3x3, an output head.
+    """The DPED ResNet of `GeneratorSpec(norm, head, filters, res_blocks, tail_convs, io_space)`.
 
-    Works on any H x W (stride 1, SAME padding everywhere). `norm` is the layer after each
-    residual-block convolution; `head='tanh'` is the original tanh(conv9x9)*0.58+0.5,
-    `head='conv1x1'` a linear 1x1 convolution to RGB in its place (modification 2).
-    `init='he'` draws the ReLU layers' kernels He-normal instead of the original's truncated
-    normal (0.01); the output layer keeps the small init (He-scaled, the tanh head saturates).
+    Works on any H x W (stride 1, SAME padding everywhere). Input and output are 0..1 images
+    whatever the `io_space`: a centred generator shifts by the VGG mean inside, so everything
+    around it (losses, metrics, enhance) is the same for every preset. The generator's `spec`
+    attribute is its description.
     """
     if norm not in NORMS:
         raise ValueError(f"norm: expected one of {' | '.join(NORMS)}, got {norm!r}")
     if head not in HEADS:
         raise ValueError(f"head: expected one of {' | '.join(HEADS)}, got {head!r}")
+    spec = GeneratorSpec(norm, head, filters, res_blocks, tail_convs, io_space)
     phone = keras.Input(shape=(None, None, 3), name="phone")
-    x = layers.ReLU(name="relu1")(_conv(filters, 9, "conv1", init=init)(phone))
-    for block in range(res_blocks):
+    x = Shift(-spec.offset, name="centre")(phone) if io_space == "centred" else phone
+    x = layers.ReLU(name="relu1")(_conv(spec.stem, init)(x))
+    for j in range(res_blocks):
         skip = x
-        for half in range(2):
-            index = 2 + 2 * block + half
-            x = _conv(filters, 3, f"conv{index}", init=init)(x)
-            x = _norm(norm, f"norm{index - 2}")(x)
-            x = layers.ReLU(name=f"relu{index}")(x)
+        for half, conv in enumerate(spec.block(j)):
+            x = _conv(conv, init)(x)
+            x = _norm(norm, f"norm{2 * j + half}")(x)
+            x = layers.ReLU(name=f"relu{2 + 2 * j + half}")(x)
         # The original adds the skip after the second ReLU and applies no ReLU to the sum.
-        x = layers.Add(name=f"block{block + 1}")([x, skip])
-    last = 2 + 2 * res_blocks
-    x = layers.ReLU(name=f"relu{last}")(_conv(filters, 3, f"conv{last}", init=init)(x))
-    x = layers.ReLU(name=f"relu{last + 1}")(_conv(filters, 3, f"conv{last + 1}", init=init)(x))
-    # The output layer is not followed by a ReLU: it keeps the original small init.
+        x = layers.Add(name=f"block{j + 1}")([x, skip])
+    for conv in spec.tail:
+        x = layers.ReLU(name=f"relu_{conv.name}")(_conv(conv, init)(x))
+    # The output layer is not followed by a ReLU.
+    x = _conv(spec.out, init, relu_layer=False)(x)
     if head == "tanh":
-        x = _conv(3, 9, f"conv{last + 2}")(x)
-        enhanced = ScaledTanh(name="tanh_head")(x)
-    else:
-        enhanced = _conv(3, 1, "conv1x1_head")(x)
+        x = ScaledTanh(name="tanh_head")(x)
+    if io_space == "centred":
+        x = Shift(spec.offset, name="uncentre")(x)
     # Under a mixed-precision policy the output is still float32, as the losses expect.
-    enhanced = layers.Activation("linear", dtype="float32", name="enhanced")(enhanced)
-    return keras.Model(phone, enhanced, name=name)
+    enhanced = layers.Activation("linear", dtype="float32", name="enhanced")(x)
+    model = keras.Model(phone, enhanced, name=name)
+    model.spec = spec
+    return model
 
 
 def generator_from_config(cfg: Config) -> keras.Model:
-    return build_generator(cfg.norm, cfg.head, cfg.filters, cfg.res_blocks, init=cfg.init)
+    spec = GeneratorSpec.from_config(cfg)
+    return build_generator(
+        spec.norm,
+        spec.head,
+        spec.filters,
+        spec.res_blocks,
+        init=cfg.init,
+        tail_convs=spec.tail_convs,
+        io_space=spec.io_space,
+    )
 
 
-def build_discriminator(patch_size: int = 100, name: str = "discriminator") -> keras.Model:
-    """The original texture discriminator on grayscale patches; outputs softmax [p_fake, p_real].
+# conv 11x11/4 48, 5x5/2 128, 3x3 192, 3x3 192, 3x3/2 128 (both codes), then dense 1024.
+DISCRIMINATOR_CONVS = [(48, 11, 4), (128, 5, 2), (192, 3, 1), (192, 3, 1), (128, 3, 2)]
 
-    conv 11x11/4 48, 5x5/2 128, 3x3 192, 3x3 192, 3x3/2 128, each followed by LeakyReLU 0.2 and
-    (all but the first) instance norm, then FC 1024 + LeakyReLU and FC 2 + softmax.
+
+def build_discriminator(
+    patch_size: int = 100,
+    kind: str = "original",
+    io_space: str = "unit",
+    name: str = "discriminator",
+) -> keras.Model:
+    """The texture discriminator on grayscale 0..1 patches [B, H, W, 1].
+
+    `original` (authors): each conv followed by LeakyReLU 0.2 then (all but the first) instance
+    norm; FC 1024 + LeakyReLU; FC 2 + softmax -> [p_enhanced, p_dslr].
+    `seed`: each conv followed by (all but the first) an inference-mode BN (`Affine`) then
+    LeakyReLU; dense 1024 + LeakyReLU; dense 1 -> the DSLR logit. Xavier kernels, zero biases.
+    With `io_space='centred'` the patch is first centred as the seed does (gray of the mean).
     """
     gray = keras.Input(shape=(patch_size, patch_size, 1), name="gray")
     x = gray
-    spec = [(48, 11, 4), (128, 5, 2), (192, 3, 1), (192, 3, 1), (128, 3, 2)]
-    for i, (filters, size, strides) in enumerate(spec, start=1):
-        x = _conv(filters, size, f"d_conv{i}", strides)(x)
+    if io_space == "centred":
+        x = Shift([-float(np.dot(GRAY_WEIGHTS, VGG_MEAN / 255.0))], name="centre")(x)
+    init = "original" if kind == "original" else "xavier"
+    for i, (filters, size, strides) in enumerate(DISCRIMINATOR_CONVS, start=1):
+        x = _conv((f"d_conv{i}", size, filters), init, strides=strides)(x)
+        if kind == "seed" and i > 1:
+            x = Affine(epsilon=1e-3, name=f"d_bn{i}")(x)
         x = layers.LeakyReLU(negative_slope=0.2, name=f"d_lrelu{i}")(x)
-        # The original normalises after the activation, not before.
-        if i > 1:
+        # The authors normalise after the activation, not before.
+        if kind == "original" and i > 1:
             x = InstanceNormalization(epsilon=1e-3, name=f"d_norm{i}")(x)
     x = layers.Flatten(name="d_flat")(x)
-    dense = {"kernel_initializer": _KERNEL_INIT, "bias_initializer": _BIAS_INIT}
+    kernel, _, bias = _INITS[init]
+    dense = {"kernel_initializer": kernel, "bias_initializer": bias}
     x = layers.Dense(1024, name="d_fc", **dense)(x)
     x = layers.LeakyReLU(negative_slope=0.2, name="d_lrelu_fc")(x)
-    probs = layers.Dense(2, activation="softmax", name="d_out", dtype="float32", **dense)(x)
-    return keras.Model(gray, probs, name=name)
+    if kind == "seed":
+        out = layers.Dense(1, name="d_out", dtype="float32", **dense)(x)
+    else:
+        out = layers.Dense(2, activation="softmax", name="d_out", dtype="float32", **dense)(x)
+    return keras.Model(gray, out, name=name)
+
+
+def discriminator_from_config(cfg: Config) -> keras.Model:
+    return build_discriminator(cfg.patch_size, cfg.discriminator, cfg.io_space)

@@ -5,11 +5,17 @@
 <run>/metrics.csv        one row per evaluation: step, train loss means, test metrics, time
 <run>/samples/step_<n>.png   phone | enhanced | DSLR for a few test patches
 <run>/checkpoints/       the latest checkpoints; <run>/best/ the best by test PSNR
+<run>/.lock              held (flock) by the process training the run; freed when it dies
+
+A run writes only into a folder that is new, empty, or already a dped run folder (config.yaml and
+environment.json written by `prepare`): never into a folder of the user's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
@@ -37,9 +43,48 @@ def atomic_write(path: Path, data) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def prepare(run_dir: Path, cfg: Config, resume: bool, vgg_random: bool) -> None:
-    """Create (or, on resume, check) the run folder and record config and environment."""
+def is_run_folder(path: Path) -> bool:
+    """Whether `path` was made by `prepare` (its environment.json, written first, names the
+    dped version)."""
+    try:
+        return "dped" in json.loads((path / "environment.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def lock(run_dir: Path):
+    """Hold <run>/.lock while training: a second process (another sweep, a leftover kernel)
+    gets a clear error instead of writing the same checkpoints. The OS frees it with its holder."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / ".lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise ResumeError(
+                f"{run_dir} is being trained by another process (pid {holder}): wait for it "
+                "or stop it, then rerun"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield
+
+
+def check(run_dir: Path, cfg: Config, resume: bool) -> None:
+    """Refuse, before any work, a folder that is not ours or a resume that changes the config."""
     saved = run_dir / "config.yaml"
+    if run_dir.is_file():
+        raise ResumeError(f"{run_dir} is a file: a run needs a folder (--out NEW_FOLDER)")
+    others = [p for p in run_dir.iterdir() if p.name != ".lock"] if run_dir.is_dir() else []
+    if others and not is_run_folder(run_dir):
+        raise ResumeError(
+            f"{run_dir} holds files that are not a dped run ({others[0].name}, ...): a run "
+            "never writes into them; choose a new or empty folder with --out"
+        )
     if resume and saved.is_file():
         changed = Config.from_yaml(saved).diff(cfg)
         if changed:
@@ -53,11 +98,16 @@ def prepare(run_dir: Path, cfg: Config, resume: bool, vgg_random: bool) -> None:
             f"{run_dir} already holds a run: pass --resume to continue it, "
             "or --out for a new folder"
         )
+
+
+def prepare(run_dir: Path, cfg: Config, resume: bool, vgg_random: bool) -> None:
+    """Create (or, on resume, check) the run folder and record config and environment."""
+    check(run_dir, cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(saved, cfg.to_yaml().encode())
     atomic_write(
         run_dir / "environment.json", json.dumps(environment(cfg, vgg_random), indent=1).encode()
     )
+    atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
 
 
 def environment(cfg: Config, vgg_random: bool) -> dict:

@@ -80,10 +80,10 @@ def run_job(job: Job, notebook: Path, results: Path) -> None:
     )
 
 
-def sweep(path: str | Path, profile: str) -> int:
+def sweep(path: str | Path, profile: str, results_dir: str | Path = "results") -> int:
     """Run every job not yet complete; returns the number of failed jobs."""
     spec, jobs = load_experiment(path, profile)
-    results = Path("results") / spec["name"]
+    results = Path(results_dir) / spec["name"]
     results.mkdir(parents=True, exist_ok=True)
     failed = 0
     for i, job in enumerate(jobs, start=1):
@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="papermill sweep over an experiment YAML")
     parser.add_argument("experiment", help="experiments/<name>.yaml")
     parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--results", default="results", help="results root (default results)")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        return 1 if sweep(args.experiment, args.profile) else 0
+        return 1 if sweep(args.experiment, args.profile, args.results) else 0
     except (ConfigError, FileNotFoundError, KeyError) as err:
         print(f"dped sweep: error: {err}", file=sys.stderr)
         return 2

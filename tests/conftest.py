@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -62,3 +63,27 @@ def pytest_terminal_summary(terminalreporter):
     for what, item, value, tol in PARITY:
         flag = "ok" if value <= tol else "FAIL"
         terminalreporter.write_line(f"{what:28} {item:46} {value:10.3g} <= {tol:g}  {flag}")
+
+
+def make_dataset(root: Path, phone="myphone", n_train=6, n_test=3, size=16, seed=0):
+    """A tiny dataset in the real DPED layout, with random 'photos'; returns a seed config on it."""
+    import imageio.v3 as iio
+
+    from dped import data
+    from dped.config import preset
+
+    rng = np.random.default_rng(seed)
+    base = root / phone
+    for folder, n in ((base / "training_data", n_train), (base / "test_data" / "patches", n_test)):
+        for side in (phone, data.DSLR):
+            (folder / side).mkdir(parents=True)
+        for i in range(n):
+            image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            iio.imwrite(folder / data.DSLR / f"{i}.jpg", image, quality=95)
+            iio.imwrite(folder / phone / f"{i}.jpg", image // 2, quality=95)
+    full = base / "test_data" / "full_size_test_images"
+    full.mkdir(parents=True)
+    iio.imwrite(full / "0.jpg", np.zeros((40, 60, 3), np.uint8))
+    return preset("seed").replace(
+        dataset_dir=str(root), phone=phone, patch_size=size, batch_size=2, train_size=0
+    )

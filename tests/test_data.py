@@ -5,28 +5,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import make_dataset
 
 from dped import data, minidata
 from dped.config import preset
-
-
-def make_dataset(root: Path, phone="myphone", n_train=6, n_test=3, size=16, seed=0):
-    """A tiny dataset in the real DPED layout, with random 'photos'."""
-    rng = np.random.default_rng(seed)
-    base = root / phone
-    for folder, n in ((base / "training_data", n_train), (base / "test_data" / "patches", n_test)):
-        for side in (phone, data.DSLR):
-            (folder / side).mkdir(parents=True)
-        for i in range(n):
-            image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-            iio.imwrite(folder / data.DSLR / f"{i}.jpg", image, quality=95)
-            iio.imwrite(folder / phone / f"{i}.jpg", image // 2, quality=95)
-    full = base / "test_data" / "full_size_test_images"
-    full.mkdir(parents=True)
-    iio.imwrite(full / "0.jpg", np.zeros((40, 60, 3), np.uint8))
-    return preset("seed").replace(
-        dataset_dir=str(root), phone=phone, patch_size=size, batch_size=2, train_size=0
-    )
 
 
 def test_discovers_and_pairs_the_dped_layout(tmp_path):
@@ -146,7 +128,7 @@ def test_subsample_is_seeded():
 def mini(tmp_path_factory):
     root = tmp_path_factory.mktemp("mini")
     cfg = preset("seed").replace(dataset_dir=str(root), phone="mini", batch_size=8)
-    return cfg, minidata.build(cfg, progress=False)
+    return cfg, minidata.build(cfg, root, progress=False)
 
 
 def digest(folder: Path) -> str:
@@ -160,7 +142,7 @@ def digest(folder: Path) -> str:
 def test_mini_dataset_is_byte_identical_on_rebuild(mini):
     cfg, base = mini
     first = digest(base)
-    minidata.build(cfg, progress=False)
+    minidata.build(cfg, cfg.dataset_dir, progress=False)
     assert digest(base) == first
 
 
@@ -185,7 +167,7 @@ def test_phone_side_is_degraded_and_misaligned(mini):
     phone = iio.imread(files.test.phone[0]).astype(np.float32)
     dslr = iio.imread(files.test.dslr[0]).astype(np.float32)
     assert phone.mean() < dslr.mean()  # exposure < 1 and gamma > 1 darken
-    base = minidata.identity_baseline(cfg)
+    base = minidata.identity_baseline(cfg, cfg.dataset_dir)
     assert 10 < base["psnr"] < 30 and 0 < base["ms_ssim"] < 1
 
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_data import make_dataset
+from conftest import make_dataset
 
 from dped import training
 from dped.runs import ResumeError
