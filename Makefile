@@ -9,7 +9,7 @@ export DPED_REFERENCE_DIR ?= $(abspath ../shared/reference)
 
 .PHONY: help setup test parity lint format calibrate data bench sweep reproduce lab clean
 EXP ?= experiments/ablations.yaml
-EXPERIMENTS ?= experiments/ablations.yaml
+EXPERIMENTS ?= experiments/ablations.yaml experiments/undocumented.yaml
 PROFILE ?= cpu
 RESULTS ?= results
 
@@ -31,9 +31,9 @@ test: setup data ## pytest (parity with the original code included) + nbval on n
 	DPED_SMOKE=1 $(BIN)/python -m pytest tests --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 notebooks
 
-parity: setup ## print the parity numbers against ../shared/reference (DPED_REFERENCE_DIR)
+parity: setup ## parity numbers against ../shared/reference: the authors' code and the seed's
 	$(BIN)/python -m pytest -q tests/test_pretrained.py tests/test_losses.py tests/test_enhance.py \
-		-k "match or reproduces_every_reference"
+		tests/test_seed_parity.py -k "match or reproduces_every_reference or seeds_checkpoint"
 
 lint: setup ## ruff check on dped/ and tests/
 	$(BIN)/ruff check dped tests
@@ -53,7 +53,7 @@ bench: setup ## pipeline, training-step and enhance speed (BENCH_ARGS=--enhance-
 sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu
 	$(BIN)/dped sweep $(EXP) --profile $(PROFILE)
 
-reproduce: setup ## fresh clone -> mini dataset, ablation sweeps (cpu), PSNR plots, summary.md
+reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds), PSNR plots, summary.md
 	$(MAKE) data
 	status=0; for exp in $(EXPERIMENTS); do \
 		name=$$($(BIN)/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["name"])' $$exp); \

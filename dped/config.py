@@ -334,7 +334,7 @@ def preset(name: str) -> Config:
 
 
 # What `make test` runs the notebooks with (nbval): a few iterations, seconds not minutes.
-SMOKE = {"num_iters": 2, "eval_every": 2, "batch_size": 2}
+SMOKE = {"num_iters": 2, "eval_every": 2, "batch_size": 2, "d_pretrain_iters": 2}
 
 
 def resolve(config: str | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -48,9 +48,8 @@ class PairMetrics:
         enhanced_u8 = _to_uint8(enhanced)
         self.sums["psnr_dslr_enhanced"] += float(patch_psnr(enhanced_u8, _to_uint8(dslr)).sum())
         self.sums["psnr_phone_enhanced"] += float(patch_psnr(enhanced_u8, _to_uint8(phone)).sum())
-        for i in range(n):
-            self.sums["ssim"] += float(metrics.ssim(enhanced[i : i + 1], dslr[i : i + 1]))
-            self.sums["ms_ssim"] += float(metrics.ms_ssim(enhanced[i : i + 1], dslr[i : i + 1]))
+        self.sums["ssim"] += float(np.sum(metrics.ssim(enhanced, dslr, per_patch=True)))
+        self.sums["ms_ssim"] += float(np.sum(metrics.ms_ssim(enhanced, dslr, per_patch=True)))
         self.count += n
 
     def result(self, protocol: str = "original") -> dict[str, float]:

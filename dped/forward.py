@@ -97,6 +97,7 @@ class FastGenerator:
         self.norms = [generator.get_layer(f"norm{i}") for i in range(2 * self.blocks)]
         self.tanh = spec.head == "tanh"
         self.offset = tf.constant(spec.offset, tf.float32)
+        self.out_offset = tf.constant(spec.out_offset, tf.float32)
         self.instance = [
             i for i, n in enumerate(self.norms) if isinstance(n, InstanceNormalization)
         ]
@@ -198,7 +199,7 @@ class FastGenerator:
                 return h
         for layer in self.tail:
             h = self._conv(h, layer, relu=True)
-        return self._head(h) + self.offset
+        return self._head(h) + self.out_offset
 
     def _head(self, h):
         layer = self.out

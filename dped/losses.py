@@ -67,7 +67,7 @@ def color_loss_seed(enhanced: tf.Tensor, dslr: tf.Tensor, kernel: np.ndarray) ->
 
 def total_variation_l1(enhanced: tf.Tensor) -> tf.Tensor:
     """Mean over the batch of sum |dx| + sum |dy| per image (tf.image.total_variation): the seed's."""
-    return tf.reduce_mean(tf.image.total_variation(enhanced))
+    return tf.reduce_mean(tf.image.total_variation(tf.convert_to_tensor(enhanced)))
 
 
 def texture_loss_seed(dslr_logit: tf.Tensor, enhanced_logit: tf.Tensor) -> tf.Tensor:

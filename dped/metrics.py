@@ -32,8 +32,9 @@ def _gauss_window(size: int, sigma: float) -> np.ndarray:
     return g / g.sum()
 
 
-def _ssim_and_cs(img1, img2, max_val, filter_size, filter_sigma, k1, k2):
-    """(SSIM, contrast-structure) of one scale, 'valid' Gaussian filtering, means over all."""
+def _ssim_and_cs(img1, img2, max_val, filter_size, filter_sigma, k1, k2, axis=None):
+    """(SSIM, contrast-structure) of one scale, 'valid' Gaussian filtering, means over all
+    (`axis=None`, the original) or per patch (`axis=[1, 2, 3]`)."""
     height, width, channels = img1.shape[1], img1.shape[2], img1.shape[3]
     size = min(filter_size, height, width)
     sigma = size * filter_sigma / filter_size
@@ -49,8 +50,10 @@ def _ssim_and_cs(img1, img2, max_val, filter_size, filter_sigma, k1, k2):
     sigma12 = filt(img1 * img2) - mu1 * mu2
     c1, c2 = (k1 * max_val) ** 2, (k2 * max_val) ** 2
     v1, v2 = 2.0 * sigma12 + c2, sigma11 + sigma22 + c2
-    ssim = tf.reduce_mean(((2.0 * mu1 * mu2 + c1) * v1) / ((mu1 * mu1 + mu2 * mu2 + c1) * v2))
-    return ssim, tf.reduce_mean(v1 / v2)
+    ssim = tf.reduce_mean(
+        ((2.0 * mu1 * mu2 + c1) * v1) / ((mu1 * mu1 + mu2 * mu2 + c1) * v2), axis=axis
+    )
+    return ssim, tf.reduce_mean(v1 / v2, axis=axis)
 
 
 def _downsample(t: tf.Tensor) -> tf.Tensor:
@@ -75,10 +78,13 @@ def ssim(
     filter_sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    per_patch: bool = False,
 ) -> tf.Tensor:
-    """Single-scale SSIM with the original's Gaussian window (11, sigma 1.5), batch mean."""
+    """Single-scale SSIM with the original's Gaussian window (11, sigma 1.5): the batch mean,
+    or one value per patch [B] (`per_patch`, the same as B calls on single patches)."""
+    axis = [1, 2, 3] if per_patch else None
     value, _ = _ssim_and_cs(
-        _as64(enhanced), _as64(dslr), max_val, filter_size, filter_sigma, k1, k2
+        _as64(enhanced), _as64(dslr), max_val, filter_size, filter_sigma, k1, k2, axis
     )
     return tf.cast(value, tf.float32)
 
@@ -92,16 +98,21 @@ def ms_ssim(
     k1: float = 0.01,
     k2: float = 0.03,
     weights: tuple[float, ...] = MS_SSIM_WEIGHTS,
+    per_patch: bool = False,
 ) -> tf.Tensor:
-    """The original MultiScaleSSIM: prod(cs_i^w_i, i < last) * ssim_last^w_last."""
+    """The original MultiScaleSSIM: prod(cs_i^w_i, i < last) * ssim_last^w_last; per patch
+    [B] with `per_patch` (the same as B calls on single patches)."""
     im1, im2 = _as64(enhanced), _as64(dslr)
+    axis = [1, 2, 3] if per_patch else None
     ssims, css = [], []
     for level in range(len(weights)):
-        s, cs = _ssim_and_cs(im1, im2, max_val, filter_size, filter_sigma, k1, k2)
+        s, cs = _ssim_and_cs(im1, im2, max_val, filter_size, filter_sigma, k1, k2, axis)
         ssims.append(s)
         css.append(cs)
         if level + 1 < len(weights):
             im1, im2 = _downsample(im1), _downsample(im2)
     w = tf.constant(weights, tf.float64)
-    value = tf.reduce_prod(tf.stack(css[:-1]) ** w[:-1]) * ssims[-1] ** w[-1]
+    if per_patch:  # [scales, B]: weights per scale, product over scales
+        w = w[:, None]
+    value = tf.reduce_prod(tf.stack(css[:-1]) ** w[:-1], axis=0) * ssims[-1] ** w[-1]
     return tf.cast(value, tf.float32)

@@ -91,8 +91,15 @@ class GeneratorSpec:
 
     @property
     def offset(self) -> np.ndarray:
-        """What the networks subtract from a 0..1 image (and add to their output)."""
+        """What the generator subtracts from a 0..1 image on the way in."""
         return VGG_MEAN / 255.0 if self.io_space == "centred" else np.zeros(3, np.float32)
+
+    @property
+    def out_offset(self) -> np.ndarray:
+        """What it adds to the head's output. A linear head outputs the image in the network's
+        space; the tanh head's 0.58*tanh + 0.5 already spans the 0..1 image (the authors' layer
+        put back as it was), so nothing is added to it."""
+        return self.offset if self.head == "conv1x1" else np.zeros(3, np.float32)
 
     @property
     def radius(self) -> int:
@@ -234,8 +241,8 @@ def build_generator(
     x = _conv(spec.out, init, relu_layer=False)(x)
     if head == "tanh":
         x = ScaledTanh(name="tanh_head")(x)
-    if io_space == "centred":
-        x = Shift(spec.offset, name="uncentre")(x)
+    if spec.out_offset.any():
+        x = Shift(spec.out_offset, name="uncentre")(x)
     # Under a mixed-precision policy the output is still float32, as the losses expect.
     enhanced = layers.Activation("linear", dtype="float32", name="enhanced")(x)
     model = keras.Model(phone, enhanced, name=name)

@@ -7,20 +7,51 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from dped import plots
 
-MODIFICATIONS = {  # leave-one-out run -> the modification it reverts
-    "seed-instance-norm": "(1) no normalisation",
-    "seed-tanh-head": "(2) 1x1-conv head",
-    "seed-paper-weights": "(3) rescaled loss weights",
-    "seed-no-augment": "(4) flip/rotate augmentation",
-    "seed-lr-5e-4": "(5) lr 1e-4",
-}
+
+def experiment(results: str | Path) -> tuple[str, dict[str, str]]:
+    """(baseline run, {run: what it reverts}) from the experiment.yaml the sweep copied there."""
+    spec = _spec(results)
+    labels = {run: s["reverts"] for run, s in spec["runs"].items() if s.get("reverts")}
+    return spec.get("baseline", "seed"), labels
+
+
+def _spec(results: str | Path) -> dict:
+    path = Path(results) / "experiment.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no {path}: run the sweep (make sweep) to make {results}")
+    return yaml.safe_load(path.read_text())
+
+
+def collect_experiment(results: str | Path) -> pd.DataFrame:
+    """`collect(results)`, plus the baseline's runs from the experiment named by
+    `baseline_from` (a sibling folder) when the experiment borrows them."""
+    runs = collect(results)
+    source = _spec(results).get("baseline_from")
+    if not source:
+        return runs
+    baseline, _ = experiment(results)
+    other = collect(Path(results).parent / source)
+    borrowed = other[other["run"] == baseline] if len(other) else other
+    if borrowed.empty:
+        raise FileNotFoundError(
+            f"{results} compares with the '{baseline}' runs of {Path(results).parent / source}, "
+            f"which has none: run that experiment first"
+        )
+    return pd.concat([borrowed, runs], ignore_index=True)
+
+
+# One protocol for every run of a comparison: the seed's (mean per-patch PSNR of uint8 outputs),
+# the one its README's 20-21 dB are measured in. `paper` runs headline the other one.
+PSNR = "psnr_dslr_enhanced"
 
 
 def collect(results: str | Path) -> pd.DataFrame:
-    """One row per finished run folder: run, seed, final PSNR / SSIM / MS-SSIM, wall time."""
+    """One row per finished run folder: run, seed, final PSNR (the seed's protocol) / SSIM /
+    MS-SSIM, wall time."""
     rows = []
     for folder in sorted(Path(results).glob("*-s*/")):
         if not (folder / "metrics.csv").is_file():
@@ -32,7 +63,7 @@ def collect(results: str | Path) -> pd.DataFrame:
                 "run": run,
                 "seed": int(seed),
                 "steps": int(last["step"]),
-                "psnr": last["psnr"],
+                "psnr": last[PSNR] if PSNR in last else last["psnr"],
                 "ssim": last["ssim"],
                 "ms_ssim": last["ms_ssim"],
                 "wall_s": last["wall_s"],
@@ -49,13 +80,13 @@ def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     return stats
 
 
-def effects(runs: pd.DataFrame) -> pd.DataFrame:
-    """PSNR of the seed minus each leave-one-out run, per seed, then mean and spread."""
+def effects(runs: pd.DataFrame, baseline: str, labels: dict[str, str]) -> pd.DataFrame:
+    """PSNR of the baseline minus each labelled run, paired by seed, then mean and spread."""
     by = runs.pivot_table(index="seed", columns="run", values="psnr")
     rows = []
-    for run, label in MODIFICATIONS.items():
-        if run in by and "seed" in by:
-            diff = (by["seed"] - by[run]).dropna()
+    for run, label in labels.items():
+        if run in by and baseline in by:
+            diff = (by[baseline] - by[run]).dropna()
             rows.append(
                 {
                     "modification": label,
@@ -63,24 +94,41 @@ def effects(runs: pd.DataFrame) -> pd.DataFrame:
                     "effect_db": diff.mean(),
                     "spread_db": diff.std(),
                     "seeds": len(diff),
+                    "verdict": verdict(diff.mean(), diff.std(), len(diff)),
                 }
             )
-    return pd.DataFrame(rows)
+    columns = ["modification", "run", "effect_db", "spread_db", "seeds", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
 
 
-def effects_chart(table: pd.DataFrame, out: str | Path | None = None):
+def effects_chart(table: pd.DataFrame, title: str, out: str | Path | None = None):
+    """Each change's effect with +- one standard deviation over seeds as its error bar."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.6))
+    if table.empty:  # an experiment without `reverts` labels has no effects to chart
+        ax.text(0.5, 0.5, "no run reverts a change of the baseline", ha="center", va="center")
+        ax.set_axis_off()
+        return plots._save(fig, out)
     errors = table["spread_db"].fillna(0)
-    ax.barh(table["modification"], table["effect_db"], xerr=errors, color="tab:blue")
+    ax.barh(table["modification"], table["effect_db"], xerr=errors, capsize=4, color="tab:blue")
     ax.axvline(0, c="k", lw=0.8)
-    ax.set(
-        xlabel="PSNR of seed minus seed-without-it (dB): > 0 means the modification helps",
-        title="Effect of each modification (leave-one-out)",
-    )
+    ax.set(xlabel="PSNR(seed) - PSNR(seed without it), dB: > 0 means it helps", title=title)
     ax.invert_yaxis()
     return plots._save(fig, out)
+
+
+def verdict(effect: float, spread: float, seeds: int) -> str:
+    """Whether the CPU-scale evidence supports "this change helps": the mean effect against two
+    standard errors of the per-seed differences."""
+    if seeds < 2 or pd.isna(spread):
+        return "undecided (1 seed)"
+    margin = 2 * spread / seeds**0.5
+    if effect > margin:
+        return "helps"
+    if effect < -margin:
+        return "hurts"
+    return "no effect resolved"
 
 
 def baseline(dataset_dir: str | Path, phone: str) -> dict | None:
@@ -89,7 +137,7 @@ def baseline(dataset_dir: str | Path, phone: str) -> dict | None:
 
 
 def _fmt(mean: float, std: float, digits: int) -> str:
-    return f"{mean:.{digits}f}" + ("" if pd.isna(std) else f" +- {std:.{digits}f}")
+    return f"{mean:.{digits}f}" + (" +- — (1 seed)" if pd.isna(std) else f" +- {std:.{digits}f}")
 
 
 def write_summary(
@@ -99,15 +147,19 @@ def write_summary(
     effect: pd.DataFrame,
     base: dict | None,
     note: str = "",
+    title: str | None = None,
 ) -> Path:
-    lines = [f"# {Path(results).name}: final test metrics", ""]
+    title = title or Path(results).name
+    lines = [f"# {title}: final test metrics", ""]
     if base:
         lines += [
-            f"Identity baseline (phone vs DSLR): PSNR {base['psnr']:.2f} dB, "
+            f"Identity baseline (phone vs DSLR): PSNR {base.get(PSNR, base['psnr']):.2f} dB, "
             f"MS-SSIM {base['ms_ssim']:.4f}.",
             "",
         ]
     lines += [
+        "PSNR: the seed's protocol (mean of per-patch PSNRs of uint8 outputs) for every run.",
+        "",
         "| run | seeds | PSNR (dB) | SSIM | MS-SSIM | wall time (s) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
@@ -120,14 +172,18 @@ def write_summary(
         )
     lines += [
         "",
-        "## Effect of each modification (seed minus leave-one-out, PSNR)",
+        "## Effect of each change: PSNR(seed) - PSNR(seed with it reverted), mean +- std over seeds",
         "",
-        "| modification | effect (dB) | seeds |",
-        "|---|---:|---:|",
+        "Verdict: 'helps' / 'hurts' when the mean effect exceeds two standard errors of the "
+        "per-seed differences, else 'no effect resolved' at this scale.",
+        "",
+        "| change | effect (dB) | seeds | verdict |",
+        "|---|---:|---:|---|",
     ]
     for _, r in effect.iterrows():
         lines.append(
-            f"| {r['modification']} | {_fmt(r['effect_db'], r['spread_db'], 2)} | {r['seeds']} |"
+            f"| {r['modification']} | {_fmt(r['effect_db'], r['spread_db'], 2)} | {r['seeds']} "
+            f"| {r['verdict']} |"
         )
     lines += ["", "![PSNR curves](psnr_curves.png)", "", "![effects](effects.png)", ""]
     if note:

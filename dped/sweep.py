@@ -28,6 +28,7 @@ class Job:
     preset: str
     overrides: dict
     config: Config
+    reverts: str = ""  # what the run takes back from the experiment's baseline (report label)
 
 
 def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
@@ -43,16 +44,18 @@ def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
         for run, settings in spec["runs"].items():
             settings = dict(settings)
             preset = settings.pop("preset")
+            reverts = settings.pop("reverts", "")
             name = f"{run}-s{seed}"
+            # A run's own keys win over the profile's: the change a run exists to make
+            # (no pre-training, say) survives a profile that scales that key for every run.
             overrides = {
-                **settings,
                 **(spec["profiles"][profile] or {}),
+                **settings,
                 "seed": seed,
                 "name": name,
             }
-            jobs.append(
-                Job(name, preset, overrides, Config.from_dict({"preset": preset, **overrides}))
-            )
+            config = Config.from_dict({"preset": preset, **overrides})
+            jobs.append(Job(name, preset, overrides, config, reverts))
     return spec, jobs
 
 
@@ -85,6 +88,8 @@ def sweep(path: str | Path, profile: str, results_dir: str | Path = "results") -
     spec, jobs = load_experiment(path, profile)
     results = Path(results_dir) / spec["name"]
     results.mkdir(parents=True, exist_ok=True)
+    # The report reads the runs' labels and the baseline from here, beside the runs.
+    (results / "experiment.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     failed = 0
     for i, job in enumerate(jobs, start=1):
         prefix = f"[{i}/{len(jobs)}] {job.name}:"

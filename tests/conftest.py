@@ -85,5 +85,10 @@ def make_dataset(root: Path, phone="myphone", n_train=6, n_test=3, size=16, seed
     full.mkdir(parents=True)
     iio.imwrite(full / "0.jpg", np.zeros((40, 60, 3), np.uint8))
     return preset("seed").replace(
-        dataset_dir=str(root), phone=phone, patch_size=size, batch_size=2, train_size=0
+        dataset_dir=str(root),
+        phone=phone,
+        patch_size=size,
+        batch_size=2,
+        train_size=0,
+        d_pretrain_iters=2,
     )

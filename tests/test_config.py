@@ -19,27 +19,48 @@ def test_paper_preset_is_the_original_code():
     assert cfg.augment is False
 
 
-def test_seed_preset_applies_the_five_modifications():
+def test_seed_preset_is_the_seeds_code_axis_by_axis():
+    from dped.config import README_MODIFICATIONS, SEED_SOURCES
+
     paper, seed = preset("paper"), preset("seed")
+    # The five README modifications...
     assert (seed.norm, seed.head, seed.augment, seed.learning_rate) == (
         "none",
         "conv1x1",
         True,
         1e-4,
     )
-    # Content weighted highest, color next (see README: "Loss weights of the seed preset").
-    assert seed.w_content > seed.w_color > 0
+    assert (seed.w_color, seed.w_texture, seed.w_content, seed.w_tv) == (1.2, 1.0, 2.0, 1 / 400)
+    # ...and what its code does that the README never says.
+    assert (seed.io_space, seed.tail_convs, seed.init, seed.discriminator) == (
+        "centred",
+        3,
+        "xavier",
+        "seed",
+    )
+    assert (seed.loss_defs, seed.d_pretrain_iters, seed.d_fake, seed.eval_protocol) == (
+        "seed",
+        10000,
+        "pre-step",
+        "seed",
+    )
+    # Every difference between the two codes is a documented axis with its source.
     assert set(paper.diff(seed)) == {
-        "name",
-        "norm",
-        "head",
-        "w_content",
-        "w_color",
-        "w_texture",
-        "w_tv",
-        "augment",
-        "learning_rate",
+        k for k, (v, _) in SEED_SOURCES.items() if getattr(paper, k) != v
     }
+    assert all(why for k, (_, why) in SEED_SOURCES.items() if k != "name")
+    assert paper.adam_epsilon == seed.adam_epsilon == 1e-8  # TF1's AdamOptimizer, both codes
+    readme = preset("readme")
+    assert set(paper.diff(readme)) == set(README_MODIFICATIONS)
+
+
+def test_config_docs_show_paper_and_seed_side_by_side():
+    from dped.cli import config_docs
+
+    text = config_docs()
+    row = next(line for line in text.splitlines() if line.startswith("d_pretrain_iters"))
+    assert "*" in row and " 0 " in row and "10000" in row
+    assert "seed: DPED.pretrain_discriminator" in text
 
 
 @pytest.mark.parametrize("name", ["paper", "seed"])
@@ -92,7 +113,9 @@ def test_bad_files_and_presets(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         Config.from_yaml(tmp_path / "list.yaml")
-    with pytest.raises(ConfigError, match="unknown preset 'sed': expected one of paper, seed"):
+    with pytest.raises(
+        ConfigError, match="unknown preset 'sed': expected one of paper, seed, readme"
+    ):
         preset("sed")
 
 

@@ -124,3 +124,16 @@ def test_ms_ssim_works_on_100x100_and_is_one_for_identical():
     assert float(metrics.ms_ssim(x, x)) == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(ValueError, match=r"expected images of shape \[B, H, W, C\]"):
         metrics.ms_ssim(x[0], x[0])
+
+
+def test_per_patch_ssim_and_ms_ssim_equal_single_patch_calls():
+    from dped import metrics
+
+    rng = np.random.default_rng(3)
+    a = rng.random((3, 100, 100, 3))
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    for fn in (metrics.ssim, metrics.ms_ssim):
+        batched = fn(a, b, per_patch=True).numpy()
+        single = [float(fn(a[i : i + 1], b[i : i + 1])) for i in range(3)]
+        np.testing.assert_allclose(batched, single, rtol=1e-6)
+        assert len(set(np.round(batched, 6))) == 3  # really one value per patch

@@ -40,17 +40,48 @@ def test_experiment_expands_runs_seeds_and_profile(tmp_path):
         sweep.load_experiment(write_experiment(tmp_path), "gpu")
 
 
-def test_the_ablations_cover_the_five_modifications():
+def test_the_ablations_revert_each_readme_modification_inside_the_seed():
     _, jobs = sweep.load_experiment("experiments/ablations.yaml", "cpu")
     configs = {j.name.rsplit("-s", 1)[0]: j.config for j in jobs}
+    assert {j.config.seed for j in jobs} == {0, 1, 2}  # three seeds: effects with a spread
     seed = configs["seed"]
     assert configs["paper"].norm == "instance" and configs["paper"].w_content == 10
     reverted = {run: set(seed.diff(c)) - {"name"} for run, c in configs.items() if run != "seed"}
-    assert reverted["seed-instance-norm"] == {"norm"}
+    assert reverted["seed-batch-norm"] == reverted["seed-affine-bn"] == {"norm"}
     assert reverted["seed-tanh-head"] == {"head"}
     assert reverted["seed-paper-weights"] == {"w_content", "w_color", "w_texture", "w_tv"}
     assert reverted["seed-no-augment"] == {"augment"}
     assert reverted["seed-lr-5e-4"] == {"learning_rate"}
+
+
+def test_the_undocumented_experiment_switches_one_silent_difference_per_run():
+    from dped.config import SEED_SOURCES
+
+    spec, jobs = sweep.load_experiment("experiments/undocumented.yaml", "cpu")
+    configs = {j.name.rsplit("-s", 1)[0]: j for j in jobs}
+    # Its baseline is the seed runs of the ablation sweep, with the same profile and seeds.
+    source, borrowed = sweep.load_experiment(f"experiments/{spec['baseline_from']}.yaml", "cpu")
+    assert source["seeds"]["cpu"] == spec["seeds"]["cpu"]
+    configs["seed"] = next(j for j in borrowed if j.name == "seed-s0")
+    seed, paper = configs["seed"].config, preset("paper")
+    silent = {k for k, (_, why) in SEED_SOURCES.items() if "(silent)" in why} - {"eval_protocol"}
+    switched = set()
+    for run, job in configs.items():
+        if run == "seed":
+            continue
+        changed = set(seed.diff(job.config)) - {
+            "name",
+            "seed",
+            "w_content",
+            "w_color",
+            "w_texture",
+            "w_tv",
+        }
+        assert len(changed) == 1 and job.reverts, run
+        (key,) = changed
+        assert getattr(job.config, key) == getattr(paper, key), run  # back to the authors' value
+        switched.add(key)
+    assert switched == silent
 
 
 def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, capsys):
@@ -113,14 +144,28 @@ def test_report_tables_and_effects(tmp_path):
     assert len(runs) == 6
     table = report.final_table(runs)
     assert table.loc["seed", ("psnr", "mean")] == 20.5 and table.loc["seed", "seeds"] == 2
-    effect = report.effects(runs).set_index("run")
+    labels = {"seed-no-augment": "(4) flip/rotate augmentation", "seed-lr-5e-4": "(5) lr"}
+    effect = report.effects(runs, "seed", labels).set_index("run")
     assert effect.loc["seed-no-augment", "effect_db"] == pytest.approx(1.0)
     assert effect.loc["seed-lr-5e-4", "effect_db"] == pytest.approx(-0.5)
+    assert effect.loc["seed-no-augment", "verdict"] == "helps"  # +1.0 on both seeds, no spread
     summary = report.write_summary(
-        tmp_path, runs, table, report.effects(runs), {"psnr": 16.4, "ms_ssim": 0.84}
+        tmp_path,
+        runs,
+        table,
+        report.effects(runs, "seed", labels),
+        {"psnr": 16.4, "ms_ssim": 0.84},
+        title="mini-ablation",
     )
     text = summary.read_text()
+    assert text.startswith("# mini-ablation: final test metrics")
     assert "| seed | 2 | 20.50 +- 0.71 |" in text and "(4) flip/rotate augmentation | 1.00" in text
+
+
+def test_verdicts_need_more_than_noise():
+    assert report.verdict(0.02, 0.3, 3) == "no effect resolved"
+    assert report.verdict(-1.0, 0.1, 3) == "hurts"
+    assert report.verdict(0.5, float("nan"), 1) == "undecided (1 seed)"
 
 
 def test_sweep_cli_errors(tmp_path, capsys):

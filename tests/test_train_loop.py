@@ -90,7 +90,8 @@ def test_a_nan_loss_stops_with_the_step_and_term(tmp_path, monkeypatch):
     ):
         training.train(cfg, out=tmp_path / "run", progress=False)
     kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("*.index"))
-    assert kept == ["ckpt-2.index"]
+    # ckpt-0: after the discriminator pre-training; ckpt-2: the last good evaluation.
+    assert kept == ["ckpt-0.index", "ckpt-2.index"]
 
 
 def test_a_run_records_config_environment_and_samples(tmp_path):

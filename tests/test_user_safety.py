@@ -240,6 +240,7 @@ def test_make_reproduce_killed_mid_sweep_resumes_without_losing_or_doubling(tmp_
                 "num_iters": 6,
                 "eval_every": 2,
                 "train_size": 0,
+                "d_pretrain_iters": 2,
             }
         },
     }
