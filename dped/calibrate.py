@@ -1,7 +1,7 @@
-"""Measure each loss term at initialisation, the basis of the `seed` preset's loss weights.
+"""Measure each loss term at initialisation, the basis of the `readme` preset's loss weights.
 
-`python -m dped.calibrate [--set key=value ...]` prints, for the `paper` and `seed` generators at
-initialisation, the magnitude of each term and its weighted value, both at initialisation and for the
+`python -m dped.calibrate [--set key=value ...]` prints, for the `paper`, `readme` and `seed`
+generators (each with its own loss definitions) at initialisation, the magnitude of each term and its weighted value, both at initialisation and for the
 identity mapping (enhanced = phone),, averaged over a few seeded
 batches of 100x100 patches cut from matplotlib's grace_hopper.jpg photo (the DSLR side) and a
 darker, softer, less saturated copy of it (the phone side).
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{'preset':6} {'term':8} {'|init|':>10} {'|identity|':>10} {'weight':>8} "
         f"{'w*|init|':>10} {'w*|identity|':>12}"
     )
-    for name in ("paper", "seed"):
+    for name in ("paper", "readme", "seed"):
         cfg = preset(name).replace(**overrides)
         values = measure(cfg, args.batches)
         for term in TERMS:

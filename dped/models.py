@@ -57,7 +57,14 @@ class GeneratorSpec:
 
     @classmethod
     def from_config(cls, cfg: Config) -> GeneratorSpec:
-        return cls(cfg.norm, cfg.head, cfg.filters, cfg.res_blocks, cfg.tail_convs, cfg.io_space)
+        return cls(
+            cfg.norm,
+            cfg.head,
+            cfg.filters,
+            cfg.res_blocks,
+            cfg.tail_convs,
+            cfg.io_space,
+        )
 
     @property
     def stem(self) -> Conv:
@@ -66,7 +73,12 @@ class GeneratorSpec:
     def block(self, j: int) -> tuple[Conv, Conv]:
         """The two convolutions of residual block j (0-based); norm layers norm{2j}, norm{2j+1}."""
         return tuple(
-            Conv(f"conv{2 + 2 * j + h}", 3, self.filters, f"resblock_{j + 1}_CONV_{h + 1}")
+            Conv(
+                f"conv{2 + 2 * j + h}",
+                3,
+                self.filters,
+                f"resblock_{j + 1}_CONV_{h + 1}",
+            )
             for h in range(2)
         )
 
@@ -178,7 +190,12 @@ class ScaledTanh(layers.Layer):
         return ops.tanh(x) * 0.58 + 0.5
 
 
-def _conv(conv: Conv | tuple, init: str = "original", relu_layer: bool = True, strides: int = 1):
+def _conv(
+    conv: Conv | tuple,
+    init: str = "original",
+    relu_layer: bool = True,
+    strides: int = 1,
+):
     name, size, filters = (conv.name, conv.size, conv.filters) if isinstance(conv, Conv) else conv
     kernel, out_kernel, bias = _INITS[init]
     return layers.Conv2D(
@@ -212,26 +229,33 @@ def build_generator(
     tail_convs: int = 2,
     io_space: str = "unit",
 ) -> keras.Model:
-    """The DPED ResNet of `GeneratorSpec(norm, head, filters, res_blocks, tail_convs, io_space)`.
+    """The DPED ResNet of `GeneratorSpec(norm, head, filters, res_blocks, tail_convs, io_space)`."""
+    if norm not in NORMS:
+        raise ValueError(f"norm: expected one of {' | '.join(NORMS)}, got {norm!r}")
+    if head not in HEADS:
+        raise ValueError(f"head: expected one of {' | '.join(HEADS)}, got {head!r}")
+    spec = GeneratorSpec(norm, head, filters, res_blocks, tail_convs, io_space)
+    return generator_from_spec(spec, init, name)
+
+
+def generator_from_spec(
+    spec: GeneratorSpec, init: str = "original", name: str = "generator"
+) -> keras.Model:
+    """The generator `spec` describes, freshly initialised (`init`).
 
     Works on any H x W (stride 1, SAME padding everywhere). Input and output are 0..1 images
     whatever the `io_space`: a centred generator shifts by the VGG mean inside, so everything
     around it (losses, metrics, enhance) is the same for every preset. The generator's `spec`
     attribute is its description.
     """
-    if norm not in NORMS:
-        raise ValueError(f"norm: expected one of {' | '.join(NORMS)}, got {norm!r}")
-    if head not in HEADS:
-        raise ValueError(f"head: expected one of {' | '.join(HEADS)}, got {head!r}")
-    spec = GeneratorSpec(norm, head, filters, res_blocks, tail_convs, io_space)
     phone = keras.Input(shape=(None, None, 3), name="phone")
-    x = Shift(-spec.offset, name="centre")(phone) if io_space == "centred" else phone
+    x = Shift(-spec.offset, name="centre")(phone) if spec.io_space == "centred" else phone
     x = layers.ReLU(name="relu1")(_conv(spec.stem, init)(x))
-    for j in range(res_blocks):
+    for j in range(spec.res_blocks):
         skip = x
         for half, conv in enumerate(spec.block(j)):
             x = _conv(conv, init)(x)
-            x = _norm(norm, f"norm{2 * j + half}")(x)
+            x = _norm(spec.norm, f"norm{2 * j + half}")(x)
             x = layers.ReLU(name=f"relu{2 + 2 * j + half}")(x)
         # The original adds the skip after the second ReLU and applies no ReLU to the sum.
         x = layers.Add(name=f"block{j + 1}")([x, skip])
@@ -239,7 +263,7 @@ def build_generator(
         x = layers.ReLU(name=f"relu_{conv.name}")(_conv(conv, init)(x))
     # The output layer is not followed by a ReLU.
     x = _conv(spec.out, init, relu_layer=False)(x)
-    if head == "tanh":
+    if spec.head == "tanh":
         x = ScaledTanh(name="tanh_head")(x)
     if spec.out_offset.any():
         x = Shift(spec.out_offset, name="uncentre")(x)
@@ -251,16 +275,7 @@ def build_generator(
 
 
 def generator_from_config(cfg: Config) -> keras.Model:
-    spec = GeneratorSpec.from_config(cfg)
-    return build_generator(
-        spec.norm,
-        spec.head,
-        spec.filters,
-        spec.res_blocks,
-        init=cfg.init,
-        tail_convs=spec.tail_convs,
-        io_space=spec.io_space,
-    )
+    return generator_from_spec(GeneratorSpec.from_config(cfg), cfg.init)
 
 
 # conv 11x11/4 48, 5x5/2 128, 3x3 192, 3x3 192, 3x3/2 128 (both codes), then dense 1024.

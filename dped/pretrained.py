@@ -205,7 +205,12 @@ def load_weights(
             f"{prefix} holds a seed generator ({wanted}); the config builds {generator.spec}: "
             "start from the `seed` preset"
         )
-    assign(generator, seed_variable_map(generator.spec, discriminator=False), tensors, prefix)
+    assign(
+        generator,
+        seed_variable_map(generator.spec, discriminator=False),
+        tensors,
+        prefix,
+    )
     if discriminator is not None:
         d_keys = {
             k: v
@@ -218,18 +223,11 @@ def load_weights(
 
 def generator_from_checkpoint(prefix: str | os.PathLike) -> keras.Model:
     """The generator an authors' or seed checkpoint holds, built to its spec and loaded."""
-    from dped.models import build_generator
+    from dped.models import generator_from_spec
 
     tensors = read_checkpoint(prefix)
     spec = spec_of(tensors, prefix)
-    generator = build_generator(
-        spec.norm,
-        spec.head,
-        spec.filters,
-        spec.res_blocks,
-        tail_convs=spec.tail_convs,
-        io_space=spec.io_space,
-    )
+    generator = generator_from_spec(spec)
     if checkpoint_format(tensors, prefix) == "original":
         load_original_weights(generator, prefix, tensors)
     else:

@@ -74,8 +74,9 @@ def collect(results: str | Path) -> pd.DataFrame:
 
 
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation over seeds (std is NaN with one seed)."""
-    stats = runs.groupby("run")[["psnr", "ssim", "ms_ssim", "wall_s"]].agg(["mean", "std"])
+    """Mean, standard deviation and count of defined values over seeds (the authors' MS-SSIM is
+    NaN where a contrast term goes negative, as happens early in training)."""
+    stats = runs.groupby("run")[["psnr", "ssim", "ms_ssim", "wall_s"]].agg(["mean", "std", "count"])
     stats["seeds"] = runs.groupby("run")["seed"].count()
     return stats
 
@@ -103,17 +104,22 @@ def effects(runs: pd.DataFrame, baseline: str, labels: dict[str, str]) -> pd.Dat
 
 def effects_chart(table: pd.DataFrame, title: str, out: str | Path | None = None):
     """Each change's effect with +- one standard deviation over seeds as its error bar."""
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(table) + 1.6))
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(table) + 1.8))
     if table.empty:  # an experiment without `reverts` labels has no effects to chart
         ax.text(0.5, 0.5, "no run reverts a change of the baseline", ha="center", va="center")
         ax.set_axis_off()
         return plots._save(fig, out)
     errors = table["spread_db"].fillna(0)
-    ax.barh(table["modification"], table["effect_db"], xerr=errors, capsize=4, color="tab:blue")
+    # Wrapped labels: long ones would push the axes (and its title) off the figure.
+    labels = [textwrap.fill(label, 40) for label in table["modification"]]
+    ax.barh(labels, table["effect_db"], xerr=errors, capsize=4, color="tab:blue")
     ax.axvline(0, c="k", lw=0.8)
-    ax.set(xlabel="PSNR(seed) - PSNR(seed without it), dB: > 0 means it helps", title=title)
+    ax.set(xlabel="PSNR(seed) - PSNR(seed with it reverted), dB  (> 0: the change helps)")
+    ax.set_title(title, loc="left")
     ax.invert_yaxis()
     return plots._save(fig, out)
 
@@ -136,8 +142,24 @@ def baseline(dataset_dir: str | Path, phone: str) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _fmt(mean: float, std: float, digits: int) -> str:
-    return f"{mean:.{digits}f}" + (" +- — (1 seed)" if pd.isna(std) else f" +- {std:.{digits}f}")
+def _fmt(mean: float, std: float, digits: int, defined: int | None = None, seeds: int = 0) -> str:
+    """'mean +- std'; '— (1 seed)' for the spread of one value; how many seeds gave a value
+    when some gave none (NaN)."""
+    defined = seeds if defined is None else int(defined)
+    if defined == 0:
+        return "undefined (NaN)"
+    text = f"{mean:.{digits}f}"
+    if defined < int(seeds):
+        return (
+            text
+            + (f" +- {std:.{digits}f}" if defined > 1 else "")
+            + (f" ({defined} of {int(seeds)} seeds defined)")
+        )
+    return text + (" +- — (1 seed)" if pd.isna(std) else f" +- {std:.{digits}f}")
+
+
+def _cell(r, metric: str, digits: int) -> str:
+    return _fmt(r[metric, "mean"], r[metric, "std"], digits, r[metric, "count"], r["seeds", ""])
 
 
 def write_summary(
@@ -165,10 +187,8 @@ def write_summary(
     ]
     for run, r in table.iterrows():
         lines.append(
-            f"| {run} | {int(r[('seeds', '')])} | {_fmt(r['psnr', 'mean'], r['psnr', 'std'], 2)} | "
-            f"{_fmt(r['ssim', 'mean'], r['ssim', 'std'], 4)} | "
-            f"{_fmt(r['ms_ssim', 'mean'], r['ms_ssim', 'std'], 4)} | "
-            f"{_fmt(r['wall_s', 'mean'], r['wall_s', 'std'], 0)} |"
+            f"| {run} | {int(r[('seeds', '')])} | {_cell(r, 'psnr', 2)} | {_cell(r, 'ssim', 4)} | "
+            f"{_cell(r, 'ms_ssim', 4)} | {_cell(r, 'wall_s', 0)} |"
         )
     lines += [
         "",
@@ -182,7 +202,8 @@ def write_summary(
     ]
     for _, r in effect.iterrows():
         lines.append(
-            f"| {r['modification']} | {_fmt(r['effect_db'], r['spread_db'], 2)} | {r['seeds']} "
+            f"| {r['modification']} | {_fmt(r['effect_db'], r['spread_db'], 2, seeds=r['seeds'])} "
+            f"| {r['seeds']} "
             f"| {r['verdict']} |"
         )
     lines += ["", "![PSNR curves](psnr_curves.png)", "", "![effects](effects.png)", ""]

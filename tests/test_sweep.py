@@ -182,3 +182,10 @@ def test_notebooks_have_a_parameters_cell_and_no_outputs():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, path
         assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path
+
+
+def test_summary_cells_say_one_seed_and_undefined_values_instead_of_nan():
+    assert report._fmt(1.5, float("nan"), 2, defined=1, seeds=1) == "1.50 +- — (1 seed)"
+    assert report._fmt(0.6, float("nan"), 2, defined=1, seeds=3) == "0.60 (1 of 3 seeds defined)"
+    assert report._fmt(float("nan"), float("nan"), 2, defined=0, seeds=3) == "undefined (NaN)"
+    assert report._fmt(20.0, 0.5, 1, defined=3, seeds=3) == "20.0 +- 0.5"
