@@ -1,0 +1,138 @@
+"""Reading and writing photos at full depth: 8- and 16-bit RGB(A), gray, palette, EXIF orientation.
+
+Pillow and imageio's Pillow plugin read 16-bit RGB PNGs and TIFFs as 8-bit: those go through
+imagecodecs (PNG) and tifffile (TIFF), which keep every bit. Every write is atomic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def as_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 pixels as float32 in 0..1 (float32 input is returned as it is)."""
+    if pixels.dtype == np.float32:
+        return pixels
+    return pixels.astype(np.float32) / np.float32(np.iinfo(pixels.dtype).max)
+
+
+# Pillow and imageio's Pillow plugin read 16-bit RGB PNGs and TIFFs as 8-bit: those go through
+# imagecodecs (PNG) and tifffile (TIFF), which keep every bit. Orientation comes from Pillow's
+# metadata reader either way (it parses headers without decoding pixels).
+_ORIENT = {  # EXIF orientation -> numpy operation giving the upright image (as Pillow's)
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1),
+    6: lambda a: a.swapaxes(0, 1)[:, ::-1],
+    7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: a.swapaxes(0, 1)[::-1],
+}
+
+
+def _orientation(path: Path) -> int:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(im.getexif().get(0x0112, 1))
+    except Exception:  # a format Pillow cannot open (e.g. a 16-bit RGB TIFF): no EXIF to apply
+        return 1
+
+
+def _decode(path: Path) -> np.ndarray:
+    """The stored pixels: HxW, HxWx2 (gray+alpha), HxWx3 or HxWx4, uint8 or uint16. The
+    decoder is chosen by the file's signature, not its name."""
+    with open(path, "rb") as f:
+        magic = f.read(8)
+    if not magic:
+        raise ValueError("empty file")
+    if magic.startswith(b"\x89PNG"):
+        import imagecodecs
+
+        return imagecodecs.png_decode(path.read_bytes())
+    if magic[:4] in (b"II*\x00", b"MM\x00*"):
+        import tifffile
+
+        return tifffile.imread(path)
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode == "P":  # palette indices are not colours
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif im.mode not in ("L", "LA", "RGB", "RGBA", "I;16"):
+            im = im.convert("RGB")
+        return np.asarray(im)
+
+
+def read_pixels(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(HxWx3 uint8 or uint16 pixels, alpha of the same type or None, bit depth 8 or 16),
+    upright by the EXIF orientation, gray repeated to RGB."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError("no such file: check the path")
+    if not path.is_file():
+        raise ValueError("not a file")
+    try:
+        array = _decode(path)
+    except ValueError:
+        raise
+    except Exception as err:  # each decoder has its own exception types
+        reason = str(err).splitlines()[0] if str(err) else ""
+        raise ValueError(f"cannot decode as an image ({type(err).__name__}: {reason})") from None
+    if array.ndim not in (2, 3) or (array.ndim == 3 and not 1 <= array.shape[2] <= 4):
+        raise ValueError(f"not a still image: pixel array of shape {array.shape}")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"unsupported sample type {array.dtype} (8- or 16-bit images only)")
+    depth = 16 if array.dtype == np.uint16 else 8
+    array = _ORIENT.get(_orientation(path), lambda a: a)(array)
+    if array.ndim == 2:
+        array = array[..., None]
+    alpha = array[..., -1] if array.shape[2] in (2, 4) else None
+    colour = array[..., : 3 if array.shape[2] >= 3 else 1]
+    rgb = np.empty(array.shape[:2] + (3,), array.dtype)
+    rgb[...] = colour  # gray broadcasts to RGB; also a contiguous copy of a rotated view
+    return rgb, alpha, depth
+
+
+def load_image(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(RGB float32 in 0..1, alpha float32 in 0..1 or None, bit depth 8 or 16)."""
+    rgb, alpha, depth = read_pixels(path)
+    return as_float(rgb), None if alpha is None else as_float(alpha), depth
+
+
+def to_pixels(image: np.ndarray, depth: int, scale: float = 1.0) -> np.ndarray:
+    """`image * scale` clipped to 0..1 and rounded to `depth`-bit integers, a block of rows at a
+    time: no full-size float temporaries (a 12 MP float32 image is 144 MB each)."""
+    top = np.float32(2**depth - 1)
+    out = np.empty(image.shape, np.uint16 if depth == 16 else np.uint8)
+    for y in range(0, image.shape[0], 256):
+        block = np.clip(image[y : y + 256] * np.float32(scale), 0.0, 1.0) * top
+        out[y : y + 256] = np.rint(block)
+    return out
+
+
+def write_pixels(path: Path, pixels: np.ndarray) -> None:
+    """Atomic write of uint8 / uint16 pixels as PNG (any depth, alpha kept) or JPEG (8-bit)."""
+    from dped.runs import atomic_write
+
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        import imageio.v3 as iio
+
+        atomic_write(path, lambda f: iio.imwrite(f, pixels, extension=".jpg", quality=95))
+    else:
+        import imagecodecs
+
+        atomic_write(path, imagecodecs.png_encode(pixels))
+
+
+def save_image(path: Path, rgb: np.ndarray, alpha: np.ndarray | None = None, depth: int = 8):
+    """Write a float image in 0..1 (clipped): PNG at `depth` bits with alpha, or 8-bit JPEG."""
+    path = Path(path)
+    depth = 8 if path.suffix.lower() in (".jpg", ".jpeg") else depth
+    pixels = to_pixels(rgb, depth)
+    if alpha is not None and path.suffix.lower() == ".png":
+        pixels = np.concatenate([pixels, to_pixels(alpha, depth)[..., None]], -1)
+    write_pixels(path, pixels)
