@@ -141,11 +141,12 @@ ENHANCE_CASES = [  # (generator, (H, W), precision): 512x512 in one pass, larger
 
 
 def _enhance_generator(model: str, weights_dir: str | None):
-    from dped.models import build_generator
+    from dped.config import preset
+    from dped.models import build_generator, generator_from_config
     from dped.pretrained import original_generator
 
-    if model == "seed":
-        return build_generator("none", "conv1x1", init="he"), "seed (random weights)"
+    if model == "seed":  # the seed's architecture (3 tail convs, centred space), Xavier weights
+        return generator_from_config(preset("seed")), "seed (random weights)"
     if weights_dir and Path(weights_dir, "iphone_orig.index").is_file():
         return original_generator("iphone_orig", weights_dir), "iphone_orig"
     return build_generator("instance", "tanh"), "original (random weights)"
