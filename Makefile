@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-export TF_CPP_MIN_LOG_LEVEL ?= 2
 export DPED_REFERENCE_DIR ?= $(abspath ../shared/reference)
 
 .PHONY: help setup test parity lint format calibrate data bench sweep reproduce lab clean
@@ -17,7 +16,7 @@ help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 		awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv with venv + pip and install dped[dev] (idempotent)
+setup: $(STAMP) ## create .venv, install dped[dev], the Jupyter kernel and the nbstripout git filter
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; \
@@ -25,6 +24,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	$(BIN)/python -m ipykernel install --sys-prefix --name dped --display-name "Python (dped)"
+	@# notebooks/*.ipynb are committed without outputs (.gitattributes): git runs nbstripout on add
+	if git rev-parse --git-dir >/dev/null 2>&1; then \
+		git config filter.nbstripout.clean "'$(abspath $(BIN))/nbstripout' --keep-id" && \
+		git config filter.nbstripout.smudge cat && \
+		git config filter.nbstripout.required true; fi
 	touch $(STAMP)
 
 test: setup data ## pytest (parity with the original code included) + nbval on notebooks/ (smoke-sized)

@@ -111,6 +111,11 @@ def _train_command(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dped", description="DPED photo enhancement")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's C++ start-up and log lines (hidden by default: dped/quiet.py)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     show = sub.add_parser("config", help="print the resolved config as YAML")
     show.add_argument("--config", help="experiments/<name>.yaml or a preset name (paper, seed)")
@@ -194,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     args = build_parser().parse_args(argv)
+    if args.verbose:  # read when TensorFlow is imported, which no command has done yet
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
         code = args.func(args)
     except KeyboardInterrupt:

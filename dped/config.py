@@ -168,8 +168,9 @@ class Config:
     def from_yaml(cls, path: str | Path) -> Config:
         path = Path(path)
         if not path.is_file():
+            where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
             raise ConfigError(
-                f"no config file at {path}: give a YAML file such as experiments/seed.yaml"
+                f"no config file at {path}{where}: give a YAML file such as experiments/seed.yaml"
             )
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
@@ -337,7 +338,7 @@ def preset(name: str) -> Config:
 SMOKE = {"num_iters": 2, "eval_every": 2, "batch_size": 2, "d_pretrain_iters": 2}
 
 
-def resolve(config: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
+def resolve(config: str | None = None, overrides: dict[str, Any] | str | None = None) -> Config:
     """A YAML file (`*.yaml`) or preset name, then overrides: what the CLI and notebooks use."""
     if config is None:
         base = preset("paper")
@@ -345,7 +346,36 @@ def resolve(config: str | None = None, overrides: dict[str, Any] | None = None) 
         base = Config.from_yaml(config)
     else:
         base = preset(config)
-    return base.replace(**(overrides or {}))
+    return base.replace(**as_overrides(overrides))
+
+
+def as_overrides(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """Overrides as a mapping, also from its JSON or YAML text: `papermill -p overrides
+    '{"num_iters": 2}'` passes a string where `-y` passes a mapping."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"overrides {value!r}: not JSON or YAML ({err.problem})") from None
+    value = {} if value is None else value
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f'overrides must be a mapping such as {{"num_iters": 2}}, got '
+            f"{type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def project_root(start: str | Path | None = None) -> Path:
+    """The folder that relative paths in configs and notebooks mean: the nearest one at or above
+    `start` (default: the working directory) holding experiments/ and notebooks/, else the
+    checkout dped is installed from, else the working directory itself."""
+    here = Path(start or Path.cwd()).resolve()
+    installed = Path(__file__).resolve().parents[1]
+    for folder in [here, *here.parents, installed]:
+        if (folder / "experiments").is_dir() and (folder / "notebooks").is_dir():
+            return folder
+    return here
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import layers, ops
 
 from dped.config import Config
@@ -168,6 +169,35 @@ class Affine(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="dped")
+class LeakyReLU(layers.Layer):
+    """max(x, slope * x) whose gradient reads the output y instead of the input x.
+
+    Why not Keras' LeakyReLU: its gradient, LeakyReluGrad(dy, x), keeps the conv's BiasAdd
+    alive for the backward pass; TensorFlow's oneDNN remapper fuses conv + bias + LeakyRelu
+    anyway, the graph edit fails ("remapper failed: ... LeakyReluGrad ... missing node") and
+    the remapper's fusions are dropped for the whole training step. With slope > 0, y and x have
+    the same sign, so reading y gives the same gradient and leaves the fusion valid.
+    """
+
+    def __init__(self, negative_slope: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.negative_slope = negative_slope
+
+    def call(self, x):
+        slope = self.negative_slope
+
+        @tf.custom_gradient
+        def leaky(x):
+            y = tf.nn.leaky_relu(x, alpha=slope)
+            return y, lambda dy: dy * tf.where(y > 0, tf.ones_like(y), tf.cast(slope, y.dtype))
+
+        return leaky(x)
+
+    def get_config(self):
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+@keras.saving.register_keras_serializable(package="dped")
 class Shift(layers.Layer):
     """x + offset (a constant per channel): moves 0..1 images into the seed's centred space."""
 
@@ -305,7 +335,7 @@ def build_discriminator(
         x = _conv((f"d_conv{i}", size, filters), init, strides=strides)(x)
         if kind == "seed" and i > 1:
             x = Affine(epsilon=1e-3, name=f"d_bn{i}")(x)
-        x = layers.LeakyReLU(negative_slope=0.2, name=f"d_lrelu{i}")(x)
+        x = LeakyReLU(negative_slope=0.2, name=f"d_lrelu{i}")(x)
         # The authors normalise after the activation, not before.
         if kind == "original" and i > 1:
             x = InstanceNormalization(epsilon=1e-3, name=f"d_norm{i}")(x)
@@ -313,7 +343,7 @@ def build_discriminator(
     kernel, _, bias = _INITS[init]
     dense = {"kernel_initializer": kernel, "bias_initializer": bias}
     x = layers.Dense(1024, name="d_fc", **dense)(x)
-    x = layers.LeakyReLU(negative_slope=0.2, name="d_lrelu_fc")(x)
+    x = LeakyReLU(negative_slope=0.2, name="d_lrelu_fc")(x)
     if kind == "seed":
         out = layers.Dense(1, name="d_out", dtype="float32", **dense)(x)
     else:

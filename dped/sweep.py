@@ -11,7 +11,6 @@ resumes interrupted ones from their last checkpoint; a failed run is recorded in
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from dped.config import Config, ConfigError
+from dped.config import Config, ConfigError, project_root
 
 
 @dataclass(frozen=True)
@@ -75,12 +74,25 @@ def run_job(job: Job, notebook: Path, results: Path) -> None:
         parameters={
             "config": job.preset,
             "overrides": job.overrides,
-            "out": str(results / job.name),
+            "out": str((results / job.name).resolve()),  # the notebook works from the repo root
             "resume": True,
         },
         progress_bar=False,
         cwd=str(Path.cwd()),
+        kernel_manager_class=_ipc_kernel_manager(),
     )
+
+
+def _ipc_kernel_manager() -> type:
+    """A kernel manager on local sockets: the TCP default makes every kernel print a warning
+    about unencrypted traffic, and a sweep's kernels never leave this machine."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+    return IPCKernelManager
 
 
 def sweep(path: str | Path, profile: str, results_dir: str | Path = "results") -> int:
@@ -99,7 +111,9 @@ def sweep(path: str | Path, profile: str, results_dir: str | Path = "results") -
             continue
         start = time.perf_counter()
         try:
-            run_job(job, Path(spec["notebook"]), results)
+            run_job(
+                job, project_root() / spec.get("notebook", "notebooks/DPED-main.ipynb"), results
+            )
         except Exception as err:  # papermill raises its own error types and the kernel's
             failed += 1
             error_file.write_text(f"{type(err).__name__}: {err}\n")
@@ -128,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--results", default="results", help="results root (default results)")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         return 1 if sweep(args.experiment, args.profile, args.results) else 0
     except (ConfigError, FileNotFoundError, KeyError) as err:

@@ -242,6 +242,15 @@ def evaluate(model: DPEDModel, split, cfg: Config) -> dict[str, float]:
     return {**acc.result(cfg.eval_protocol), **{f"test_{k}": v / count for k, v in sums.items()}}
 
 
+def tensorboard_tag(key: str) -> str | None:
+    """A metrics.csv column's TensorBoard tag, grouped by its prefix (train/, test/, metrics/);
+    None for bookkeeping (step, patches, wall_s), which TensorBoard records or does not plot."""
+    if key in ("step", "patches", "wall_s"):
+        return None
+    group, sep, term = key.partition("_")
+    return f"{group}/{term}" if sep and group in ("train", "test") else f"metrics/{key}"
+
+
 class Run:
     """A training run's state on disk: checkpoint managers, metrics rows, optional TensorBoard."""
 
@@ -273,9 +282,9 @@ class Run:
         self.best_psnr = max((float(r["psnr"]) for r in self.rows), default=-np.inf)
         elapsed = float(self.rows[-1]["wall_s"]) if self.rows else 0.0
         self.start = time.perf_counter() - elapsed
-        self.writer = (
-            tf.summary.create_file_writer(str(run_dir / "tensorboard")) if cfg.tensorboard else None
-        )
+        # Events in the run folder itself: `tensorboard --logdir results/<experiment>` then
+        # names each run after its folder.
+        self.writer = tf.summary.create_file_writer(str(run_dir)) if cfg.tensorboard else None
 
     def record(self, row: dict, samples: tuple) -> None:
         """Samples, the metrics row (CSV first: a resume drops rows past its checkpoint), then
@@ -290,8 +299,8 @@ class Run:
         if self.writer:
             with self.writer.as_default():
                 for key, value in row.items():
-                    if key != "step":
-                        tf.summary.scalar(key, value, step=step)
+                    if tensorboard_tag(key):
+                        tf.summary.scalar(tensorboard_tag(key), value, step=step)
             self.writer.flush()
         self.latest.save(checkpoint_number=step)
         if row["psnr"] > self.best_psnr:

@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import yaml
@@ -171,17 +169,6 @@ def test_verdicts_need_more_than_noise():
 def test_sweep_cli_errors(tmp_path, capsys):
     assert sweep.main([str(tmp_path / "missing.yaml")]) == 2
     assert "error" in capsys.readouterr().err
-
-
-def test_notebooks_have_a_parameters_cell_and_no_outputs():
-    import nbformat
-
-    for path in Path("notebooks").glob("*.ipynb"):
-        nb = nbformat.read(path, 4)
-        assert nb.metadata["kernelspec"]["name"] == "dped", path
-        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-        assert len(tagged) == 1, path
-        assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), path
 
 
 def test_summary_cells_say_one_seed_and_undefined_values_instead_of_nan():

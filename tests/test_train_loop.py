@@ -61,6 +61,22 @@ def test_sigkill_and_resume_give_the_uninterrupted_metrics(tmp_path):
     assert a == b  # every metric of every evaluation, exactly
 
 
+def assert_tensorboard_shows_the_run_by_name(logdir, row):
+    """Read back through TensorBoard's own event reader, as `tensorboard --logdir` would."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    mux = EventMultiplexer().AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    assert list(mux.Runs()) == ["run"]  # the run folder's name, not "tensorboard"
+    tags = set(mux.Runs()["run"]["tensors"])
+    assert {"train/content", "test/generator", "metrics/psnr", "metrics/ms_ssim"} <= tags
+    assert all(t.split("/")[0] in ("train", "test", "metrics") for t in tags), tags
+    assert not {t for t in tags if t.endswith(("patches", "wall_s", "step"))}
+    (event,) = mux.Tensors("run", "metrics/psnr")
+    assert event.step == int(row["step"])
+    assert float(tf.make_ndarray(event.tensor_proto)) == pytest.approx(float(row["psnr"]), 1e-5)
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     cfg = small_config(tmp_path).replace(num_iters=2, deterministic=False)
     run = training.train(cfg, out=tmp_path / "run", progress=False)
@@ -102,8 +118,8 @@ def test_a_run_records_config_environment_and_samples(tmp_path):
     env = json.loads((run / "environment.json").read_text())
     assert env["vgg_random"] is True and env["seed"] == cfg.seed
     assert (run / "samples" / "step_000002.png").is_file()
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     row = final_row(run)[-1]
+    assert_tensorboard_shows_the_run_by_name(tmp_path, row)
     for key in (
         "train_content",
         "train_color",
