@@ -72,7 +72,7 @@ def _enhance_command(args: argparse.Namespace) -> int:
 def _sweep_command(args: argparse.Namespace) -> int:
     from dped import sweep
 
-    return sweep.main([args.experiment, "--profile", args.profile, "--results", args.results])
+    return sweep.run_from_args(args)
 
 
 def _calibrate_command(args: argparse.Namespace) -> None:
@@ -174,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     en.set_defaults(func=_enhance_command)
     sw = sub.add_parser("sweep", help="run an experiment YAML's notebooks with papermill")
-    sw.add_argument("experiment")
-    sw.add_argument("--profile", default="cpu")
-    sw.add_argument("--results", default="results", help="results root (default results)")
+    from dped.sweep import add_arguments
+
+    add_arguments(sw)
     sw.set_defaults(func=_sweep_command)
     cal = sub.add_parser("calibrate", help="measure each loss term at initialisation")
     cal.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,17 +62,36 @@ def lock(run_dir: Path):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            raise ResumeError(
-                f"{run_dir} is being trained by another process (pid {holder}): wait for it "
-                "or stop it, then rerun"
-            ) from None
+            raise _held(run_dir, f) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
         yield
+
+
+def wait_unlocked(run_dir: Path, seconds: float) -> None:
+    """Return once no process holds <run>/.lock, waiting at most `seconds`, else raise as
+    `lock` does: a retried run whose old trainer is still shutting down waits for it."""
+    path, deadline = run_dir / ".lock", time.monotonic() + seconds
+    while path.exists():
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # free (closing the file releases it again)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise _held(run_dir, f) from None
+        time.sleep(0.5)
+
+
+def _held(run_dir: Path, f) -> ResumeError:
+    f.seek(0)
+    holder = f.read().strip() or "unknown"
+    return ResumeError(
+        f"{run_dir} is being trained by another process (pid {holder}): wait for it "
+        "or stop it, then rerun"
+    )
 
 
 def check(run_dir: Path, cfg: Config, resume: bool) -> None:

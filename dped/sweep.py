@@ -11,6 +11,7 @@ resumes interrupted ones from their last checkpoint; a failed run is recorded in
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from dataclasses import dataclass
@@ -65,6 +66,50 @@ def is_complete(run_dir: Path, cfg: Config) -> bool:
     return bool(rows) and int(rows[-1]["step"]) >= cfg.num_iters
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one run: `done`, `skipped` (already complete) or `failed`."""
+
+    name: str
+    status: str
+    seconds: float = 0.0
+    psnr: float | None = None
+    error: str = ""
+
+    def line(self, i: int, n: int) -> str:
+        prefix = f"[{i}/{n}] {self.name}:"
+        if self.status == "skipped":
+            return f"{prefix} complete, skipped"
+        if self.status == "failed":
+            return f"{prefix} FAILED after {self.seconds:.0f} s ({self.error})"
+        return f"{prefix} done in {self.seconds:.0f} s, PSNR {self.psnr:.2f} dB"
+
+
+def execute(job: Job, notebook: Path, results: Path) -> Outcome:
+    """One run, unless complete: the unit of work of every executor (here or on a Dask worker).
+    A failure is recorded in <run>.error.txt and returned, never raised."""
+    from dped.runs import read_metrics, wait_unlocked
+
+    if is_complete(results / job.name, job.config):
+        return Outcome(job.name, "skipped")
+    start = time.perf_counter()
+    error_file = results / f"{job.name}.error.txt"
+    try:
+        # A retried run whose killed worker left its kernel alive a moment longer.
+        wait_unlocked(results / job.name, LOCK_WAIT_S)
+        run_job(job, notebook, results)
+    except Exception as err:  # papermill raises its own error types and the kernel's
+        error_file.write_text(f"{type(err).__name__}: {err}\n")
+        error = f"{type(err).__name__}; see {error_file}"
+        return Outcome(job.name, "failed", time.perf_counter() - start, error=error)
+    error_file.unlink(missing_ok=True)
+    last = read_metrics(results / job.name)[-1]
+    return Outcome(job.name, "done", time.perf_counter() - start, float(last["psnr"]))
+
+
+LOCK_WAIT_S = 20  # a killed worker's kernel notices its parent is gone within about a second
+
+
 def run_job(job: Job, notebook: Path, results: Path) -> None:
     import papermill
 
@@ -74,7 +119,7 @@ def run_job(job: Job, notebook: Path, results: Path) -> None:
         parameters={
             "config": job.preset,
             "overrides": job.overrides,
-            "out": str((results / job.name).resolve()),  # the notebook works from the repo root
+            "out": str(results / job.name),
             "resume": True,
         },
         progress_bar=False,
@@ -85,68 +130,121 @@ def run_job(job: Job, notebook: Path, results: Path) -> None:
 
 def _ipc_kernel_manager() -> type:
     """A kernel manager on local sockets: the TCP default makes every kernel print a warning
-    about unencrypted traffic, and a sweep's kernels never leave this machine."""
+    about unencrypted traffic, and a sweep's kernels never leave their machine. Each kernel's
+    socket files go to a folder of their own: in a shared working directory, two kernels
+    (two Dask workers) would otherwise pick the same names."""
+    import tempfile
+
     from jupyter_client.manager import AsyncKernelManager
-    from traitlets import CaselessStrEnum
+    from traitlets import CaselessStrEnum, default
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
+        @default("ip")
+        def _ip_default(self):
+            return str(Path(tempfile.mkdtemp(prefix="dped-kernel-")) / "ipc")
+
+        def cleanup_ipc_files(self):
+            super().cleanup_ipc_files()
+            with contextlib.suppress(OSError):  # only once empty
+                Path(self.ip).parent.rmdir()
+
     return IPCKernelManager
 
 
-def sweep(path: str | Path, profile: str, results_dir: str | Path = "results") -> int:
-    """Run every job not yet complete; returns the number of failed jobs."""
+def sweep(
+    path: str | Path,
+    profile: str,
+    results_dir: str | Path = "results",
+    executor: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
+) -> int:
+    """Run every job not yet complete, here one after another (`local`) or as Dask tasks
+    (`dask`: on the cluster at `scheduler`, or on a local one of `workers`); prints a line per
+    run as it ends and returns the number of failed runs."""
     spec, jobs = load_experiment(path, profile)
-    results = Path(results_dir) / spec["name"]
+    # Absolute: the notebooks work from the repository root, Dask workers from anywhere.
+    results = (Path(results_dir) / spec["name"]).resolve()
     results.mkdir(parents=True, exist_ok=True)
     # The report reads the runs' labels and the baseline from here, beside the runs.
     (results / "experiment.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    failed = 0
-    for i, job in enumerate(jobs, start=1):
-        prefix = f"[{i}/{len(jobs)}] {job.name}:"
-        error_file = results / f"{job.name}.error.txt"
-        if is_complete(results / job.name, job.config):
-            print(f"{prefix} complete, skipped", flush=True)
-            continue
-        start = time.perf_counter()
-        try:
-            run_job(
-                job, project_root() / spec.get("notebook", "notebooks/DPED-main.ipynb"), results
-            )
-        except Exception as err:  # papermill raises its own error types and the kernel's
-            failed += 1
-            error_file.write_text(f"{type(err).__name__}: {err}\n")
-            print(
-                f"{prefix} FAILED after {time.perf_counter() - start:.0f} s "
-                f"({type(err).__name__}; see {error_file})",
-                flush=True,
-            )
-            continue
-        error_file.unlink(missing_ok=True)
-        from dped.runs import read_metrics
+    notebook = project_root() / spec.get("notebook", "notebooks/DPED-main.ipynb")
 
-        last = read_metrics(results / job.name)[-1]
-        print(
-            f"{prefix} done in {time.perf_counter() - start:.0f} s, "
-            f"PSNR {float(last['psnr']):.2f} dB",
-            flush=True,
-        )
-    print(f"sweep {spec['name']} ({profile}): {len(jobs) - failed} of {len(jobs)} runs complete")
-    return failed
+    def report(i: int, outcome: Outcome) -> None:
+        print(outcome.line(i, len(jobs)), flush=True)
+
+    if executor == "local":
+        outcomes = []
+        for i, job in enumerate(jobs, start=1):
+            outcomes.append(execute(job, notebook, results))
+            report(i, outcomes[-1])
+    else:
+        from dped import cluster
+
+        outcomes = cluster.run(jobs, notebook, results, scheduler, workers, report)
+    failed = [o.name for o in outcomes if o.status == "failed"]
+    print(
+        f"sweep {spec['name']} ({profile}, {executor}): {len(jobs) - len(failed)} of "
+        f"{len(jobs)} runs complete" + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
+    return len(failed)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="papermill sweep over an experiment YAML")
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """0: every run complete; 1: some failed; 2: the sweep could not start."""
+    try:
+        executor = check_executor(args.executor, args.scheduler, args.workers)
+        failed = sweep(
+            args.experiment, args.profile, args.results, executor, args.scheduler, args.workers
+        )
+        return 1 if failed else 0
+    except (ConfigError, FileNotFoundError, KeyError, OSError, ImportError, ValueError) as err:
+        print(f"dped sweep: error: {err}", file=sys.stderr)
+        return 2
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`dped sweep`'s arguments (also `python -m dped.sweep`)."""
     parser.add_argument("experiment", help="experiments/<name>.yaml")
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--results", default="results", help="results root (default results)")
-    args = parser.parse_args(argv)
-    try:
-        return 1 if sweep(args.experiment, args.profile, args.results) else 0
-    except (ConfigError, FileNotFoundError, KeyError) as err:
-        print(f"dped sweep: error: {err}", file=sys.stderr)
-        return 2
+    parser.add_argument(
+        "--executor",
+        choices=["local", "dask"],
+        default=None,
+        help="local: one run after another here (default); dask: one task per run on a Dask "
+        "cluster (implied by --scheduler or --workers; needs pip install 'dped[cluster]')",
+    )
+    parser.add_argument(
+        "--scheduler", help="address of a running Dask scheduler, e.g. tcp://head:8786"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="start a local Dask cluster of N workers: one per GPU, or threads/N each on a CPU",
+    )
+
+
+def check_executor(executor: str | None, scheduler: str | None, workers: int | None) -> str:
+    if scheduler and workers:
+        raise ConfigError("give --scheduler (join a cluster) or --workers (start one), not both")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if executor == "local" and (scheduler or workers):
+        raise ConfigError("--scheduler and --workers need --executor dask")
+    if executor is None:
+        executor = "dask" if scheduler or workers else "local"
+    if executor == "dask" and not (scheduler or workers):
+        raise ConfigError("--executor dask needs --scheduler ADDRESS or --workers N")
+    return executor
 
 
 if __name__ == "__main__":

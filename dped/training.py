@@ -279,6 +279,7 @@ class Run:
             self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
             done = int(self.step.numpy())
             self.rows = [r for r in runs.read_metrics(run_dir) if int(r["step"]) <= done]
+            print(f"{cfg.name}: resumed at step {done} from {self.latest.latest_checkpoint}")
         self.best_psnr = max((float(r["psnr"]) for r in self.rows), default=-np.inf)
         elapsed = float(self.rows[-1]["wall_s"]) if self.rows else 0.0
         self.start = time.perf_counter() - elapsed
@@ -337,8 +338,8 @@ def train(
         raise ValueError(
             f"batch_size {cfg.batch_size} must be a multiple of the {replicas} replicas"
         )
-    runs.prepare(run_dir, cfg, resume, model.vgg_random)
-    with runs.lock(run_dir):
+    with runs.lock(run_dir):  # before prepare: a second trainer must not rewrite the folder
+        runs.prepare(run_dir, cfg, resume, model.vgg_random)
         try:
             _loop(cfg, model, files, run_dir, resume, progress)
         except tf.errors.OpError as err:

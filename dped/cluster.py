@@ -1,0 +1,118 @@
+"""Sweep runs as Dask tasks: `dped sweep EXP --scheduler ADDRESS` or `--workers N`.
+
+Each run is one task that executes `DPED-main.ipynb` with papermill on a worker (`sweep.execute`,
+the same unit the local executor runs), so the skip-complete and resume rules hold unchanged.
+The scheduler reruns the task of a worker that dies, elsewhere, and the rerun resumes from the
+run's last checkpoint; the run folder's lock (`runs.lock`, freed by the OS when its holder dies)
+keeps two workers off one folder. Results go to the same `results/<experiment>/` layout, which
+must be on a filesystem every worker sees. Needs `pip install 'dped[cluster]'`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from dped.sweep import Job, Outcome, execute
+
+# Tasks of a worker that dies are rerun; after this many deaths the run is reported failed.
+ALLOWED_FAILURES = 3
+
+
+def run(
+    jobs: list[Job],
+    notebook: Path,
+    results: Path,
+    scheduler: str | None,
+    workers: int | None,
+    report: Callable[[int, Outcome], None],
+) -> list[Outcome]:
+    """Submit one task per run, report each as it ends; a lost task is a failed run."""
+    # Dask's INFO lines (every worker's start and stop) would bury the per-run lines; read at
+    # import, also by the worker processes. Warnings (a worker lost, restarted) still show.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
+    distributed = _import_distributed()
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
+        cluster = None if scheduler else local_cluster(workers)
+        with distributed.Client(scheduler or cluster) as client:
+            print(f"Dask dashboard: {client.dashboard_link}", flush=True)
+            gpu = {"GPU": 1} if _has_gpu_workers(client) else None
+            futures = {
+                client.submit(
+                    execute,
+                    job,
+                    notebook,
+                    results,
+                    key=f"dped-{job.name}",
+                    resources=gpu,
+                    pure=False,
+                ): job
+                for job in jobs
+            }
+            outcomes = []
+            for i, future in enumerate(distributed.as_completed(futures), start=1):
+                outcomes.append(_outcome(future, futures[future]))
+                report(i, outcomes[-1])
+        if cluster is not None:
+            cluster.close()
+    return outcomes
+
+
+def _outcome(future, job: Job) -> Outcome:
+    try:
+        return future.result()
+    except Exception as err:  # noqa: BLE001  KilledWorker and the like: the run is lost
+        return Outcome(job.name, "failed", error=f"{type(err).__name__}: {err}")
+
+
+def _has_gpu_workers(client) -> bool:
+    workers = client.scheduler_info()["workers"].values()
+    return any("GPU" in w.get("resources", {}) for w in workers)
+
+
+def local_cluster(n: int):
+    """N workers on this machine, one run at a time each: on a GPU machine one per GPU, pinned
+    with CUDA_VISIBLE_DEVICES and holding a GPU resource; on a CPU, threads/N each."""
+    distributed = _import_distributed()
+    gpus = visible_gpus()
+    if gpus and n > len(gpus):
+        raise ValueError(f"--workers {n}: this machine has {len(gpus)} GPUs ({', '.join(gpus)})")
+    threads = max(1, (os.cpu_count() or 1) // n)
+    specs = {}
+    for i in range(n):
+        env = {"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else _thread_env(threads)
+        options = {"nthreads": 1, "env": env, "resources": {"GPU": 1} if gpus else {}}
+        specs[f"worker-{i}"] = {"cls": distributed.Nanny, "options": options}
+    scheduler = {"cls": distributed.Scheduler, "options": {"dashboard_address": ":0"}}
+    return distributed.SpecCluster(workers=specs, scheduler=scheduler, name="dped-sweep")
+
+
+def _thread_env(threads: int) -> dict[str, str]:
+    """TensorFlow (and oneDNN's OpenMP) read these when the run's kernel imports them."""
+    n = str(threads)
+    return {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": n}
+
+
+def visible_gpus() -> list[str]:
+    """The GPU indices this process may use, without importing TensorFlow."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        return [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    return [str(i) for i, _ in enumerate(listing.stdout.splitlines())]
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError(
+            "the dask executor needs Dask distributed: pip install 'dped[cluster]'"
+        ) from None
+    return distributed
