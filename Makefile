@@ -11,6 +11,8 @@ EXP ?= experiments/ablations.yaml
 EXPERIMENTS ?= experiments/ablations.yaml experiments/undocumented.yaml
 PROFILE ?= cpu
 RESULTS ?= results
+# WORKERS=N: a local Dask cluster of N workers; SCHEDULER=ADDRESS: an existing Dask cluster
+EXECUTOR = $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -54,17 +56,14 @@ bench: setup ## pipeline, training-step and enhance speed (BENCH_ARGS=--enhance-
 	$(BIN)/python -m dped.bench --weights-dir $(or $(DPED_WEIGHTS_DIR),$(DPED_REFERENCE_DIR)/dped_orig_checkpoints) \
 		--reference-dir $(DPED_REFERENCE_DIR) $(BENCH_ARGS)
 
-sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu
-	$(BIN)/dped sweep $(EXP) --profile $(PROFILE)
+sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu [WORKERS=2 | SCHEDULER=tcp://host:8786]
+	$(BIN)/dped sweep $(EXP) --profile $(PROFILE) $(EXECUTOR)
 
 reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds), PSNR plots, summary.md
 	$(MAKE) data
 	status=0; for exp in $(EXPERIMENTS); do \
-		name=$$($(BIN)/python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["name"])' $$exp); \
-		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) || status=$$?; \
-		$(BIN)/papermill --log-level WARNING notebooks/psnr-plots.ipynb \
-			$(RESULTS)/$$name/psnr-plots.ipynb -p experiment $$name -p results_dir $(RESULTS) \
-			|| status=1; \
+		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) $(EXECUTOR) \
+			|| status=$$?; \
 	done; exit $$status
 
 lab: setup ## JupyterLab on notebooks/ with the project's kernel ("Python (dped)")

@@ -144,6 +144,8 @@ def environment(cfg: Config, vgg_random: bool) -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        # Deterministic runs repeat bit for bit only with the same thread count (0: all cores).
+        "intra_op_threads": int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0")),
         "devices": [d.name for d in tf.config.list_logical_devices()],
         "seed": cfg.seed,
         "deterministic": cfg.deterministic,

@@ -189,7 +189,30 @@ def sweep(
         f"sweep {spec['name']} ({profile}, {executor}): {len(jobs) - len(failed)} of "
         f"{len(jobs)} runs complete" + (f"; failed: {', '.join(failed)}" if failed else "")
     )
+    if len(failed) < len(jobs):
+        failed += [] if write_report(results) else ["report"]
     return len(failed)
+
+
+def write_report(results: Path) -> bool:
+    """Execute psnr-plots.ipynb on the experiment: summary.md and the figures beside the runs,
+    the executed notebook as results/<experiment>/psnr-plots.ipynb."""
+    import papermill
+
+    out = results / "psnr-plots.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(project_root() / "notebooks" / "psnr-plots.ipynb"),
+            str(out),
+            parameters={"experiment": results.name, "results_dir": str(results.parent)},
+            progress_bar=False,
+            kernel_manager_class=_ipc_kernel_manager(),
+        )
+    except Exception as err:  # the runs are safe; only the summary is missing
+        print(f"report: FAILED ({type(err).__name__}; see {out})", flush=True)
+        return False
+    print(f"report: {results / 'summary.md'}, psnr_curves.png, effects.png", flush=True)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

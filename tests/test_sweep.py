@@ -98,7 +98,10 @@ def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, c
         (results / job.name / "metrics.csv").write_text("step,psnr\n3,21.5\n")
 
     monkeypatch.setattr(sweep, "run_job", fake_run)
+    reports = []
+    monkeypatch.setattr(sweep, "write_report", lambda results: reports.append(results) or True)
     assert sweep.main([str(path)]) == 1
+    assert reports == [tmp_path / "results" / "mini-ablation"]  # drawn from what finished
     out = capsys.readouterr().out
     assert "[1/4] seed-s0: complete, skipped" in out
     assert "[2/4] seed-no-augment-s0: FAILED" in out and "[4/4] seed-no-augment-s1: done" in out
@@ -118,6 +121,9 @@ def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, c
     )
     assert sweep.main([str(path)]) == 0
     assert calls == ["seed-no-augment-s0"] and not error.exists()
+    # A report that cannot be written fails the sweep, runs untouched.
+    monkeypatch.setattr(sweep, "write_report", lambda results: False)
+    assert sweep.main([str(path)]) == 1
 
 
 def test_report_tables_and_effects(tmp_path):
