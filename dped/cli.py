@@ -69,6 +69,15 @@ def _enhance_command(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _export_command(args: argparse.Namespace) -> None:
+    from dped.export import TFLiteGenerator, export
+
+    out = export(args.model, args.out, args.quantize, args.calibration, args.weights_dir)
+    fp32 = TFLiteGenerator(out).float_ops if args.quantize == "int8" else []
+    note = f"; ops left in float32: {', '.join(fp32)}" if fp32 else ""
+    print(f"{out}: {out.stat().st_size / 1e6:.2f} MB ({args.quantize}){note}")
+
+
 def _sweep_command(args: argparse.Namespace) -> int:
     from dped import sweep
 
@@ -150,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument(
         "--model",
         required=True,
-        help="a run folder, iphone_orig | blackberry_orig | sony_orig, or a TF1 checkpoint prefix",
+        help="a run folder, iphone_orig | blackberry_orig | sony_orig, a TF1 checkpoint prefix "
+        "or an exported FILE.tflite",
     )
     en.add_argument("--weights-dir", help="folder of the original models (or DPED_WEIGHTS_DIR)")
     en.add_argument("--out", required=True, help="output folder")
@@ -173,6 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="bfloat16 convolutions where the CPU has them (2.7x faster here, ~60 dB from float32)",
     )
     en.set_defaults(func=_enhance_command)
+    ex = sub.add_parser("export", help="export a model to TensorFlow Lite for phones")
+    ex.add_argument(
+        "--model",
+        required=True,
+        help="a run folder, iphone_orig | blackberry_orig | sony_orig or a TF1 checkpoint prefix",
+    )
+    ex.add_argument("--weights-dir", help="folder of the original models (or DPED_WEIGHTS_DIR)")
+    ex.add_argument("--out", required=True, help="the FILE.tflite to write")
+    ex.add_argument(
+        "--quantize",
+        default="none",  # checked by dped.export: a bad value is one line, not a usage block
+        help="none (float32) | float16 (half-size weights) | int8 (convolutions in int8, "
+        "calibrated on --calibration)",
+    )
+    ex.add_argument(
+        "--calibration",
+        help="folder of photos int8 is calibrated on (default: the mini dataset's patches)",
+    )
+    ex.set_defaults(func=_export_command)
     sw = sub.add_parser("sweep", help="run an experiment YAML's notebooks with papermill")
     from dped.sweep import add_arguments
 

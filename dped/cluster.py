@@ -57,6 +57,7 @@ def run(
             outcomes = []
             for i, future in enumerate(distributed.as_completed(futures), start=1):
                 outcomes.append(_outcome(future, futures[future]))
+                future.release()  # else a worker lost later takes the result along, and reruns it
                 report(i, outcomes[-1])
         if cluster is not None:
             cluster.close()

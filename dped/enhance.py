@@ -37,7 +37,10 @@ _FAST = weakref.WeakKeyDictionary()
 
 
 def fast_generator(generator: keras.Model, precision: str = "float32") -> FastGenerator:
-    """One FastGenerator per generator and precision, so its graphs are traced once."""
+    """One FastGenerator per generator and precision, so its graphs are traced once. An
+    exported TFLite model (export.TFLiteGenerator) runs as it is."""
+    if not isinstance(generator, keras.Model):
+        return generator
     cache = _FAST.setdefault(generator, {})
     if precision not in cache:
         cache[precision] = FastGenerator(generator, precision)
@@ -64,7 +67,10 @@ def _windows(image: np.ndarray, tile: int, pad: int, rows=None):
 def one_pass(fast: FastGenerator, shape: tuple[int, ...], tile: int) -> bool:
     """Whether an image this size runs whole: when it has no more pixels than a tile's window.
     Then no graph ever holds larger activations than a window's, so the allocator's pooled
-    buffers fit every image of a batch (mixed sizes otherwise grew the peak by ~200 MB)."""
+    buffers fit every image of a batch (mixed sizes otherwise grew the peak by ~200 MB). An
+    instance-norm TFLite model always does: it has no graphs for the statistics passes."""
+    if getattr(fast, "whole_image_only", False):
+        return True
     return shape[0] * shape[1] <= (tile + 2 * fast.radius) ** 2
 
 
@@ -108,7 +114,7 @@ def enhance_rows(
     float32 in 0..1 or uint8 / uint16 pixels, converted a window at a time."""
     h, w = image.shape[:2]
     if one_pass(fast, image.shape, tile):
-        out = fast.one_pass(as_float(image)[None]).numpy()[0]
+        out = np.asarray(fast.one_pass(as_float(image)[None]))[0]
         progress()
         yield 0, h, out
         return
@@ -116,7 +122,7 @@ def enhance_rows(
     for y0, y1 in _tiles(h, tile):
         band = np.empty((y1 - y0, w, 3), np.float32)
         for (_, xs), window, (cy0, cy1, cx0, cx1) in _windows(image, tile, fast.radius, [(y0, y1)]):
-            band[:, xs] = fast.fixed(as_float(window), stats).numpy()[0, cy0:cy1, cx0:cx1]
+            band[:, xs] = np.asarray(fast.fixed(as_float(window), stats))[0, cy0:cy1, cx0:cx1]
             progress()
         yield y0, y1, band
 
@@ -205,12 +211,20 @@ def _restore(run: Path, prefix: str) -> keras.Model:
 def load_generator(model: str, weights_dir: str | None = None) -> keras.Model:
     """A run folder of ours (its best checkpoint, else the latest), a checkpoint prefix of ours
     (`<run>/checkpoints/ckpt-N`), an original model name (iphone_orig, blackberry_orig,
-    sony_orig) or a TF1 checkpoint prefix of that format."""
+    sony_orig), a TF1 checkpoint prefix of that format or an exported .tflite file."""
     import tensorflow as tf
 
     from dped.pretrained import original_generator
 
     path = Path(model)
+    if path.suffix == ".tflite":
+        from dped.export import TFLiteGenerator
+
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path}: no such file: check the path (dped export writes one)"
+            )
+        return TFLiteGenerator(path)
     if (path / "config.yaml").is_file():
         for sub in ("best", "checkpoints"):
             latest = tf.train.latest_checkpoint(str(path / sub))

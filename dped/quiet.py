@@ -26,6 +26,8 @@ _RECORD = re.compile(r"^([IWEF])\d{4} ")  # absl's prefix: severity, MMDD, time,
 _BANNER = "WARNING: All log messages before absl::InitializeLog() is called"
 # Harmless only where no NVIDIA driver is installed; on a GPU machine it is a real error.
 _NO_GPU = re.compile(r"failed call to cuInit|Could not find cuda drivers")
+# TFLite's converter (every int8 export) and interpreter (every model loaded) chatter.
+_TFLITE = re.compile(r"^(fully_quantize: |INFO: Created TensorFlow Lite XNNPACK delegate)")
 
 
 def install() -> None:
@@ -50,7 +52,7 @@ def keep(lines: list[str], min_level: int, has_gpu_driver: bool) -> list[str]:
     kept, showing = [], True
     for line in lines:
         record = _RECORD.match(line)
-        if line.startswith(_BANNER):
+        if line.startswith(_BANNER) or _TFLITE.match(line):
             showing = min_level == 0
         elif record:
             showing = _SEVERITY[record.group(1)] >= min_level and not (

@@ -1,0 +1,242 @@
+"""Generators to TensorFlow Lite for phones (`dped export`), and exported files run back here.
+
+The route that works with Keras 3 and the TensorFlow we pin: `Model.export` writes a SavedModel
+whose serving signature takes images of any height and width, and `TFLiteConverter.from_saved_model`
+converts it (`from_keras_model` fails on Keras 3 models in several TensorFlow releases). Instance
+norms keep image-wide statistics, as the authors' graph computes them; only the way the mean is
+summed changes (see `_RowwiseInstanceNorm`). An app resizes the input tensor to its photo's
+size before allocating (`Interpreter.resize_tensor_input`, then `allocate_tensors`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from dped import quiet
+from dped.models import InstanceNormalization
+
+QUANTIZATIONS = ("none", "float16", "int8")
+CALIBRATION_PATCH = 256  # side of the crops int8 calibration reads from the user's photos
+CALIBRATION_IMAGES = 64
+# An instance-norm model runs on the whole image, and the TFLite interpreter keeps its
+# activations: 10.1 GB peak at 1536x2048 for iphone_orig here, about 3.3 kB per pixel.
+WHOLE_IMAGE_BYTES_PER_PIXEL = 3300
+WHOLE_IMAGE_BUDGET = 4 * 2**30
+
+
+class _RowwiseInstanceNorm(InstanceNormalization):
+    """The same statistics, averaged a row at a time and then over rows. TFLite's MEAN adds in
+    float32 one element after another: one mean over a 512x512 image moved the original
+    models' output by 2.3e-4; means of rows (at most a few thousand terms each) do not."""
+
+    def call(self, x):
+        h = ops.cast(x, "float32")
+        mean = ops.mean(ops.mean(h, axis=2, keepdims=True), axis=1, keepdims=True)
+        centred = h - mean
+        var = ops.mean(ops.mean(ops.square(centred), axis=2, keepdims=True), axis=1, keepdims=True)
+        scale, shift = ops.cast(self.scale, "float32"), ops.cast(self.shift, "float32")
+        out = centred * ops.rsqrt(var + self.epsilon) * scale + shift
+        return ops.cast(out, x.dtype)
+
+
+def mobile_graph(generator: keras.Model) -> keras.Model:
+    """The generator with its instance norms summed row-wise, every weight shared."""
+
+    def clone(layer):
+        if isinstance(layer, InstanceNormalization):
+            return _RowwiseInstanceNorm.from_config(layer.get_config())
+        return layer  # the original layer: its weights, no copy
+
+    mobile = keras.models.clone_model(generator, clone_function=clone)
+    for norm in mobile.layers:
+        if isinstance(norm, _RowwiseInstanceNorm):
+            norm.set_weights(generator.get_layer(norm.name).get_weights())
+    return mobile
+
+
+# int8 keeps these in float32: the instance norms' statistics and scaling, the residual
+# additions and the input's centring. Quantised, the norms' means and variances over a whole
+# image lose the small differences the next layer amplifies: 28.9 dB from float32 instead of
+# 42.3 dB for iphone_orig (make bench measures each model).
+FLOAT_IN_INT8 = ["MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD"]
+
+
+def convert(
+    generator: keras.Model, quantize: str = "none", calibration: Iterator[np.ndarray] | None = None
+) -> bytes:
+    """The .tflite bytes: float32 (`none`), float16 weights, or int8 convolutions (weights and
+    activations) calibrated on `calibration` (HxWx3 float32 images in 0..1); input and output
+    stay float32."""
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(
+            f"--quantize: expected one of {' | '.join(QUANTIZATIONS)}, got {quantize!r}"
+        )
+    with tempfile.TemporaryDirectory(prefix="dped-export-") as saved:
+        mobile_graph(generator).export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        if quantize == "none":
+            return converter.convert()
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+            return converter.convert()
+        if calibration is None:
+            raise ValueError("int8 needs calibration images")
+        images = list(calibration)
+        converter.representative_dataset = lambda: ([img[None]] for img in images)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+            tf.lite.OpsSet.TFLITE_BUILTINS,
+        ]
+        # TensorFlow's documented route to leave chosen ops unquantised.
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=FLOAT_IN_INT8)
+        with warnings.catch_warnings():  # it runs tf.lite.Interpreter, deprecated, internally
+            warnings.simplefilter("ignore", UserWarning)
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter,
+                debug_dataset=lambda: ([img[None]] for img in images[:2]),
+                debug_options=options,
+            )
+            return debugger.get_nondebug_quantized_model()
+
+
+def calibration_images(folder: str | Path) -> Iterator[np.ndarray]:
+    """Up to CALIBRATION_IMAGES centre crops of CALIBRATION_PATCH pixels from a folder of
+    photos (the mini dataset's phone training patches by default): what int8 ranges are fitted on."""
+    from dped.enhance import list_inputs
+    from dped.images import load_image
+
+    files, _ = list_inputs([str(folder)])
+    if not files:
+        raise FileNotFoundError(f"--calibration {folder}: no images there to calibrate int8 on")
+    for path in files[:CALIBRATION_IMAGES]:
+        image = load_image(path)[0]
+        h, w = image.shape[:2]
+        s = min(CALIBRATION_PATCH, h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        yield np.ascontiguousarray(image[y : y + s, x : x + s])
+
+
+def default_calibration() -> Path:
+    """The mini dataset's phone training patches (`make data` builds them)."""
+    from dped.config import project_root
+    from dped.minidata import MINI_PHONE, MINI_ROOT
+
+    folder = project_root() / MINI_ROOT / MINI_PHONE / "training_data" / MINI_PHONE
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"int8 calibrates on the mini dataset's patches, not found at {folder}: run "
+            "`make data` (or `dped data`), or pass --calibration DIR with photos of your own"
+        )
+    return folder
+
+
+def export(
+    model: str,
+    out: str | Path,
+    quantize: str = "none",
+    calibration: str | Path | None = None,
+    weights_dir: str | None = None,
+) -> Path:
+    """Export any model `dped enhance` accepts to `out` (.tflite), written atomically."""
+    from dped.enhance import load_generator
+    from dped.runs import atomic_write
+
+    out = Path(out)
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(
+            f"--quantize: expected one of {' | '.join(QUANTIZATIONS)}, got {quantize!r}"
+        )
+    if out.suffix != ".tflite":
+        raise ValueError(f"--out {out}: name the file FILE.tflite")
+    if out.is_dir() or not out.parent.is_dir():
+        raise ValueError(f"--out {out}: expected a file in an existing folder")
+    if Path(model).suffix == ".tflite":
+        raise ValueError(f"{model} is already a TFLite model: export a run folder or checkpoint")
+    _check_writable(out)  # before minutes of conversion
+    generator = load_generator(model, weights_dir)
+    images = None
+    if quantize == "int8":
+        images = calibration_images(calibration or default_calibration())
+    with quiet.filtered_stderr():
+        flat = convert(generator, quantize, images)
+    atomic_write(out, flat)
+    return out
+
+
+def _check_writable(out: Path) -> None:
+    probe = out.with_name(f".{out.name}.tmp")  # the name atomic_write writes through
+    try:
+        probe.open("wb").close()
+    except OSError as err:
+        raise ValueError(f"--out {out}: cannot write there ({err.strerror})") from None
+    probe.unlink()
+
+
+class TFLiteGenerator:
+    """An exported .tflite file, run with the interface `enhance` uses for Keras generators:
+    norm-free models tile (their receptive radius read from the convolutions), models with
+    instance norms run on the whole image (their statistics are image-wide)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = Path(path)
+        try:
+            with quiet.filtered_stderr():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        except ValueError as err:
+            raise ValueError(f"{path}: not a TensorFlow Lite model ({err})") from None
+        ops_ = self.interpreter._get_ops_details()
+        tensors = {t["index"]: t for t in self.interpreter.get_tensor_details()}
+        convs = [o for o in ops_ if o["op_name"] == "CONV_2D"]
+        # Filters are [out, kh, kw, in]; every generator conv has stride 1 and SAME padding.
+        self.radius = sum((tensors[o["inputs"][1]]["shape"][1] - 1) // 2 for o in convs)
+        self.whole_image_only = any(o["op_name"] == "MEAN" for o in ops_)
+        self.instance, self.channels = [], 0  # no statistics passes: no moments graphs here
+        self.float_ops = float_ops(ops_, tensors)
+        self._shape = None
+
+    def one_pass(self, x: np.ndarray) -> np.ndarray:
+        need = x.shape[1] * x.shape[2] * WHOLE_IMAGE_BYTES_PER_PIXEL
+        if self.whole_image_only and need > WHOLE_IMAGE_BUDGET:
+            largest = WHOLE_IMAGE_BUDGET / WHOLE_IMAGE_BYTES_PER_PIXEL / 1e6
+            raise ValueError(
+                f"{self.path.name} normalises over the whole image, which TFLite holds in memory "
+                f"at once: about {need / 2**30:.1f} GB for {x.shape[1]}x{x.shape[2]} (budget "
+                f"{WHOLE_IMAGE_BUDGET / 2**30:.0f} GB); enhance with the Keras model (exact "
+                f"tiles, any size) or a photo of at most {largest:.1f} MP"
+            )
+        it = self.interpreter
+        inp = it.get_input_details()[0]
+        if self._shape != x.shape:
+            it.resize_tensor_input(inp["index"], x.shape)
+            with quiet.filtered_stderr():
+                it.allocate_tensors()
+            self._shape = x.shape
+        it.set_tensor(inp["index"], np.ascontiguousarray(x, np.float32))
+        it.invoke()
+        return it.get_tensor(it.get_output_details()[0]["index"])
+
+    def fixed(self, x: np.ndarray, stats) -> np.ndarray:
+        return self.one_pass(x)
+
+
+def float_ops(ops_, tensors) -> list[str]:
+    """Ops of a quantised model that compute in float32 (their first input is float32)."""
+    names = set()
+    for o in ops_:
+        if o["op_name"] in ("QUANTIZE", "DEQUANTIZE") or not len(o["inputs"]):
+            continue
+        first = tensors.get(o["inputs"][0])
+        if first is not None and first["dtype"] == np.float32:
+            names.add(o["op_name"])
+    return sorted(names)
