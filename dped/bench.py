@@ -245,18 +245,83 @@ def enhance_speed(weights_dir: str | None, reference_dir: str | None = None) -> 
         print(f"fast mode vs float32: {model:16} {image:30} PSNR {psnr:5.1f} dB (target >= 38)")
 
 
+TFLITE_SIZES = [(720, 1280), (1536, 2048)]  # the PIRM 2018 challenge's resolution; an iPhone's
+
+
+def tflite_case(path: str, size: tuple[int, int]) -> dict:
+    """One exported model at one size, 1 and 2 interpreter threads (XNNPACK), in a fresh
+    process: seconds of one invoke after allocation, and the process's peak RSS."""
+    from dped.export import TFLiteGenerator
+
+    image = np.random.default_rng(0).random((1, *size, 3), dtype=np.float32)
+    seconds = {}
+    for threads in (1, 2):
+        model = TFLiteGenerator(path, threads)
+        try:
+            model.prepare(image.shape)
+        except ValueError as err:  # an instance-norm model over the memory budget
+            return {"skipped": str(err).split(";")[0], "rss_gb": peak_rss_gb()}
+        start = time.perf_counter()
+        model.one_pass(image)
+        seconds[threads] = time.perf_counter() - start
+    return {"seconds": seconds, "rss_gb": peak_rss_gb()}
+
+
+def tflite_speed(weights_dir: str | None) -> None:
+    """Each model exported three ways: file size, the TFLite interpreter's seconds per image at
+    1280x720 and 1536x2048 with 1 and 2 threads, next to `dped enhance`'s Keras float32 path
+    measured in the same run; each case in a fresh process with its own peak RSS."""
+    import os
+
+    from dped.export import QUANTIZATIONS, calibration_images, convert, default_calibration
+
+    weights_dir = weights_dir or os.environ.get("DPED_WEIGHTS_DIR")
+    print("\n== TensorFlow Lite (XNNPACK; one invoke after allocation; fresh process each) ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model in ("original", "seed"):
+            generator, name = _enhance_generator(model, weights_dir)
+            files = {}
+            for quantize in QUANTIZATIONS:
+                images = calibration_images(default_calibration()) if quantize == "int8" else None
+                files[quantize] = Path(tmp, f"{model}-{quantize}.tflite")
+                files[quantize].write_bytes(convert(generator, quantize, images))
+                print(f"{name:26} {quantize:8} {files[quantize].stat().st_size / 1e6:5.2f} MB")
+            for size in TFLITE_SIZES:
+                h, w = size
+                keras = _in_fresh_process(enhance_case, model, size, "float32", weights_dir)
+                print(
+                    f"{name:26} {h:4}x{w:<4} keras    {keras['mode']:15} "
+                    f"{keras['seconds']:6.2f} s (2 threads)          peak RSS {keras['rss_gb']:.2f} GB"
+                )
+                for quantize, path in files.items():
+                    r = _in_fresh_process(tflite_case, str(path), size)
+                    if "skipped" in r:
+                        print(f"{name:26} {h:4}x{w:<4} {quantize:8} not run: {r['skipped']}")
+                        continue
+                    one, two = r["seconds"][1], r["seconds"][2]
+                    print(
+                        f"{name:26} {h:4}x{w:<4} {quantize:8} {'tflite whole':15} {two:6.2f} s "
+                        f"(2 threads) {one:6.2f} s (1)  peak RSS {r['rss_gb']:.2f} GB  "
+                        f"{keras['seconds'] / two:4.2f}x keras"
+                    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="experiments/cpu.yaml")
     parser.add_argument("--synthetic-pairs", type=int, default=20000)
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--enhance-only", action="store_true")
+    parser.add_argument("--tflite-only", action="store_true", help="only the TFLite exports")
     parser.add_argument("--weights-dir", help="folder with the original models (DPED_WEIGHTS_DIR)")
     parser.add_argument("--reference-dir", help="golden images folder (DPED_REFERENCE_DIR)")
     args = parser.parse_args(argv)
     cfg = Config.from_yaml(args.config).replace(batch_size=50, augment=True)
     if args.enhance_only:
         enhance_speed(args.weights_dir, args.reference_dir)
+        return
+    if args.tflite_only:
+        tflite_speed(args.weights_dir)
         return
 
     rates = {}
@@ -298,6 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     option_effects()
     enhance_speed(args.weights_dir, args.reference_dir)
+    tflite_speed(args.weights_dir)
 
 
 if __name__ == "__main__":

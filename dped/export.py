@@ -205,24 +205,29 @@ class TFLiteGenerator:
         self.float_ops = float_ops(ops_, tensors)
         self._shape = None
 
-    def one_pass(self, x: np.ndarray) -> np.ndarray:
-        need = x.shape[1] * x.shape[2] * WHOLE_IMAGE_BYTES_PER_PIXEL
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Resize the input tensor and allocate for `shape` (XNNPACK sets up here), once per
+        shape; an instance-norm model too large for memory says so instead."""
+        need = shape[1] * shape[2] * WHOLE_IMAGE_BYTES_PER_PIXEL
         if self.whole_image_only and need > WHOLE_IMAGE_BUDGET:
             largest = WHOLE_IMAGE_BUDGET / WHOLE_IMAGE_BYTES_PER_PIXEL / 1e6
             raise ValueError(
                 f"{self.path.name} normalises over the whole image, which TFLite holds in memory "
-                f"at once: about {need / 2**30:.1f} GB for {x.shape[1]}x{x.shape[2]} (budget "
+                f"at once: about {need / 2**30:.1f} GB for {shape[1]}x{shape[2]} (budget "
                 f"{WHOLE_IMAGE_BUDGET / 2**30:.0f} GB); enhance with the Keras model (exact "
                 f"tiles, any size) or a photo of at most {largest:.1f} MP"
             )
-        it = self.interpreter
-        inp = it.get_input_details()[0]
-        if self._shape != x.shape:
-            it.resize_tensor_input(inp["index"], x.shape)
+        if self._shape != tuple(shape):
+            it = self.interpreter
+            it.resize_tensor_input(it.get_input_details()[0]["index"], shape)
             with quiet.filtered_stderr():
                 it.allocate_tensors()
-            self._shape = x.shape
-        it.set_tensor(inp["index"], np.ascontiguousarray(x, np.float32))
+            self._shape = tuple(shape)
+
+    def one_pass(self, x: np.ndarray) -> np.ndarray:
+        self.prepare(x.shape)
+        it = self.interpreter
+        it.set_tensor(it.get_input_details()[0]["index"], np.ascontiguousarray(x, np.float32))
         it.invoke()
         return it.get_tensor(it.get_output_details()[0]["index"])
 
