@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export DPED_REFERENCE_DIR ?= $(abspath ../shared/reference)
 
-.PHONY: help setup test parity lint format calibrate data bench sweep reproduce lab clean
+.PHONY: help setup test parity lint format calibrate data bench sweep reproduce lab lab-check clean
 EXP ?= experiments/ablations.yaml
 EXPERIMENTS ?= experiments/ablations.yaml experiments/undocumented.yaml
 PROFILE ?= cpu
@@ -68,6 +68,9 @@ reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds), PSN
 
 lab: setup ## JupyterLab on notebooks/ with the project's kernel ("Python (dped)")
 	$(BIN)/jupyter lab notebooks/
+
+lab-check: setup ## dev only: Run All of every notebook in JupyterLab under headless Chromium
+	$(BIN)/python tools/lab_in_browser.py
 
 calibrate: setup ## measure each loss term at initialisation (VGG=path/to/weights, default random)
 	$(BIN)/python -m dped.calibrate --set vgg_weights=$(or $(VGG),random)
