@@ -98,7 +98,8 @@ def convert(
         ]
         # TensorFlow's documented route to leave chosen ops unquantised.
         options = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=FLOAT_IN_INT8)
-        with warnings.catch_warnings():  # it runs tf.lite.Interpreter, deprecated, internally
+        # It runs tf.lite.Interpreter (deprecated) internally; the quantiser prints a line.
+        with warnings.catch_warnings(), quiet.filtered_stderr():
             warnings.simplefilter("ignore", UserWarning)
             debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=converter,
@@ -166,8 +167,7 @@ def export(
     images = None
     if quantize == "int8":
         images = calibration_images(calibration or default_calibration())
-    with quiet.filtered_stderr():
-        flat = convert(generator, quantize, images)
+    flat = convert(generator, quantize, images)
     atomic_write(out, flat)
     return out
 
