@@ -28,7 +28,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name dped --display-name "Python (dped)"
 	@# notebooks/*.ipynb are committed without outputs (.gitattributes): git runs nbstripout on add
 	if git rev-parse --git-dir >/dev/null 2>&1; then \
-		git config filter.nbstripout.clean "'$(abspath $(BIN))/nbstripout' --keep-id" && \
+		git config filter.nbstripout.clean \
+			"'$(abspath $(BIN))/nbstripout' --keep-id --extra-keys metadata.language_info" && \
 		git config filter.nbstripout.smudge cat && \
 		git config filter.nbstripout.required true; fi
 	touch $(STAMP)
