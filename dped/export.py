@@ -173,12 +173,11 @@ def export(
 
 
 def _check_writable(out: Path) -> None:
-    probe = out.with_name(f".{out.name}.tmp")  # the name atomic_write writes through
-    try:
-        probe.open("wb").close()
+    try:  # a file of our own, uniquely named, removed on close
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".dped-export-"):
+            pass
     except OSError as err:
         raise ValueError(f"--out {out}: cannot write there ({err.strerror})") from None
-    probe.unlink()
 
 
 class TFLiteGenerator:

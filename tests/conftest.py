@@ -64,6 +64,20 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{what:28} {item:46} {value:10.3g} <= {tol:g}  {flag}")
 
 
+def dped_cli(*args, cwd=REPO, drop=(), timeout=600) -> subprocess.CompletedProcess:
+    """`python -m dped.cli ARGS` as a user runs it: no smoke mode or debug tracebacks, and none
+    of the variables in `drop` (TF_CPP_MIN_LOG_LEVEL: dped's own default)."""
+    unset = {"DPED_SMOKE", "DPED_DEBUG", *drop}
+    return subprocess.run(
+        [sys.executable, "-m", "dped.cli", *args],
+        cwd=cwd,
+        env={k: v for k, v in os.environ.items() if k not in unset},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def make_dataset(root: Path, phone="myphone", n_train=6, n_test=3, size=16, seed=0):
     """A tiny dataset in the real DPED layout, with random 'photos'; returns a seed config on it."""
     import imageio.v3 as iio

@@ -1,32 +1,15 @@
 """`dped export` to TensorFlow Lite: parity with Keras at any image size, quantised models close
 to float32, `dped enhance --model FILE.tflite`, and one-line errors that leave no file behind."""
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import REPO, make_dataset
+from conftest import REPO, dped_cli, make_dataset
 
 from dped import export, training
 from dped.config import Config
 from dped.enhance import enhance_image, load_generator
 from dped.images import load_image
 from dped.models import build_generator
-
-ENV = {k: v for k, v in os.environ.items() if k not in ("DPED_SMOKE", "DPED_DEBUG")}
-
-
-def dped(*args, cwd=REPO):
-    return subprocess.run(
-        [sys.executable, "-m", "dped.cli", *args],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def psnr(a, b):
@@ -96,11 +79,11 @@ def test_a_cpu_profile_run_exports_and_enhances_through_the_cli(tmp_path):
     )
     run = training.train(cfg, out=tmp_path / "run", progress=False)
     out = tmp_path / "run.tflite"
-    result = dped("export", "--model", str(run), "--out", str(out))
+    result = dped_cli("export", "--model", str(run), "--out", str(out))
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert f"{out}: " in result.stdout and out.stat().st_size > 1e6
     photos = tmp_path / "data" / cfg.phone / "test_data" / "patches" / cfg.phone
-    enhanced = dped("enhance", str(photos), "--model", str(out), "--out", str(tmp_path / "out"))
+    enhanced = dped_cli("enhance", str(photos), "--model", str(out), "--out", str(tmp_path / "out"))
     assert enhanced.returncode == 0, enhanced.stderr
     keras_model = load_generator(str(run))
     for photo in sorted(photos.iterdir()):
@@ -123,7 +106,7 @@ def test_a_cpu_profile_run_exports_and_enhances_through_the_cli(tmp_path):
 def test_export_errors_are_one_line_and_leave_no_file(tmp_path, args, message):
     (tmp_path / "old.tflite").write_bytes(b"not a model")
     argv = {"--model": "no/such/run", "--out": "m.tflite", **dict(zip(args[::2], args[1::2]))}
-    result = dped("export", *[x for kv in argv.items() for x in kv], cwd=tmp_path)
+    result = dped_cli("export", *[x for kv in argv.items() for x in kv], cwd=tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("dped: error:") and message in lines[0], lines[0]

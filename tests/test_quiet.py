@@ -1,11 +1,8 @@
 """TensorFlow's C++ start-up lines are hidden by default, real errors and warnings are not."""
 
-import os
 import re
-import subprocess
-import sys
 
-from conftest import REPO, make_dataset
+from conftest import dped_cli, make_dataset
 
 from dped import quiet
 
@@ -36,15 +33,7 @@ def test_a_warning_record_keeps_its_continuation_lines_at_level_one():
 
 
 def dped(*args):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run(
-        [sys.executable, "-m", "dped.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return dped_cli(*args, drop=("TF_CPP_MIN_LOG_LEVEL",), timeout=300)
 
 
 def test_dped_train_prints_no_tensorflow_startup_lines_unless_verbose(tmp_path):
