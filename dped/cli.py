@@ -94,8 +94,10 @@ def _data_command(args: argparse.Namespace) -> None:
     import time
 
     from dped import minidata
+    from dped.config import project_root
 
-    cfg = resolve_config(args.config, args.set)
+    default = project_root() / "experiments" / "cpu.yaml"  # found from any working directory
+    cfg = resolve_config(args.config or str(default), args.set)
     start = time.perf_counter()
     base = minidata.build(cfg, args.out)
     files = sum(1 for p in base.rglob("*") if p.is_file())
@@ -138,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="build the mini dataset and print the identity baseline")
     data.add_argument(
         "--config",
-        default="experiments/cpu.yaml",
-        help="config whose deg_* keys, seed and patch_size shape the set (not where it goes)",
+        help="config whose deg_* keys, seed and patch_size shape the set (not where it goes; "
+        "default: the repository's experiments/cpu.yaml)",
     )
     data.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     data.add_argument(
