@@ -10,6 +10,7 @@ must be on a filesystem every worker sees. Needs `pip install 'dped[cluster]'`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -37,8 +38,10 @@ def run(
     distributed = _import_distributed()
     import dask
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}):
-        cluster = None if scheduler else local_cluster(workers)
+    settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
+    with dask.config.set(settings), contextlib.ExitStack() as stack:
+        # A local cluster is closed with the sweep, however it ends (Ctrl-C included).
+        cluster = None if scheduler else stack.enter_context(local_cluster(workers))
         with distributed.Client(scheduler or cluster) as client:
             print(f"Dask dashboard: {client.dashboard_link}", flush=True)
             gpu = {"GPU": 1} if _has_gpu_workers(client) else None
@@ -59,8 +62,6 @@ def run(
                 outcomes.append(_outcome(future, futures[future]))
                 future.release()  # else a worker lost later takes the result along, and reruns it
                 report(i, outcomes[-1])
-        if cluster is not None:
-            cluster.close()
     return outcomes
 
 
