@@ -69,7 +69,7 @@ def one_pass(fast: FastGenerator, shape: tuple[int, ...], tile: int) -> bool:
     Then no graph ever holds larger activations than a window's, so the allocator's pooled
     buffers fit every image of a batch (mixed sizes otherwise grew the peak by ~200 MB). An
     instance-norm TFLite model always does: it has no graphs for the statistics passes."""
-    if getattr(fast, "whole_image_only", False):
+    if fast.whole_image_only:
         return True
     return shape[0] * shape[1] <= (tile + 2 * fast.radius) ** 2
 

@@ -79,6 +79,8 @@ def receptive_radius(generator: keras.Model) -> int:
 class FastGenerator:
     """Inference graphs for a generator built by `models.build_generator` (any norm or head)."""
 
+    whole_image_only = False  # it has moments graphs: instance norms run in exact tiles
+
     def __init__(self, generator: keras.Model, precision: str = "float32"):
         if precision not in PRECISIONS:
             raise ValueError(
