@@ -74,7 +74,7 @@ lab-check: setup ## dev only: Run All of every notebook in JupyterLab under head
 	$(BIN)/python tools/lab_in_browser.py
 
 calibrate: setup ## measure each loss term at initialisation (VGG=path/to/weights, default random)
-	$(BIN)/python -m dped.calibrate --set vgg_weights=$(or $(VGG),random)
+	$(BIN)/dped calibrate --set vgg_weights=$(or $(VGG),random)
 
 clean: ## remove caches (keeps .venv and results/)
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -1,19 +1,17 @@
-"""Measure each loss term at initialisation, the basis of the `readme` preset's loss weights.
+"""Each loss term's magnitude at initialisation, the basis of the `readme` preset's weights.
 
-`python -m dped.calibrate [--set key=value ...]` prints, for the `paper`, `readme` and `seed`
-generators (each with its own loss definitions) at initialisation, the magnitude of each term and its weighted value, both at initialisation and for the
-identity mapping (enhanced = phone),, averaged over a few seeded
-batches of 100x100 patches cut from matplotlib's grace_hopper.jpg photo (the DSLR side) and a
-darker, softer, less saturated copy of it (the phone side).
+`measure` gives, for one config's generator under its own loss definitions, the magnitude of
+each term at initialisation and for the identity mapping (enhanced = phone), averaged over a few
+seeded batches of patches cut from matplotlib's grace_hopper.jpg photo (the DSLR side) and a
+darker, softer, less saturated copy of it (the phone side). `table` lays several configs side by
+side with the weighted values; `dped calibrate` prints it, notebook 01 shows it.
 """
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
-from dped.config import Config, parse_override, preset
+from dped.config import Config
 
 TERMS = ("content", "color", "texture", "tv")
 
@@ -40,41 +38,31 @@ def measure(cfg: Config, batches: int = 3) -> dict[str, dict[str, float]]:
     from dped.training import DPEDModel
 
     model = DPEDModel(cfg)
-    identity = lambda phone: phone  # noqa: E731
     sums = {"init": dict.fromkeys(TERMS, 0.0), "identity": dict.fromkeys(TERMS, 0.0)}
     for b in range(batches):
         phone, dslr = sample_batch(cfg.batch_size, cfg.patch_size, cfg.seed + b)
-        for where, enhance in (("init", None), ("identity", identity)):
-            terms, _ = model.loss_terms(phone, dslr, enhance=enhance)
+        swaps = model._swap(cfg.batch_size)
+        for where, enhanced in (("init", model.generator(phone)), ("identity", phone)):
+            critic = model.critic(enhanced, dslr, swaps)
+            terms = model.generator_terms(enhanced, dslr, critic, swaps)
             for k in TERMS:
                 sums[where][k] += abs(float(terms[k])) / batches
     return sums
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key of both presets (e.g. vgg_weights=random)",
-    )
-    parser.add_argument("--batches", type=int, default=3)
-    args = parser.parse_args(argv)
-    overrides = dict(parse_override(s) for s in args.set)
-    print(
-        f"{'preset':6} {'term':8} {'|init|':>10} {'|identity|':>10} {'weight':>8} "
-        f"{'w*|init|':>10} {'w*|identity|':>12}"
-    )
-    for name in ("paper", "readme", "seed"):
-        cfg = preset(name).replace(**overrides)
-        values = measure(cfg, args.batches)
+def table(configs: dict[str, Config], batches: int = 3):
+    """A pandas table, one row per (config name, term): |term| and weight * |term| at
+    initialisation and for the identity mapping."""
+    import pandas as pd
+
+    rows = []
+    for name, cfg in configs.items():
+        values = measure(cfg, batches)
         for term in TERMS:
-            w, a, b = getattr(cfg, f"w_{term}"), values["init"][term], values["identity"][term]
-            print(f"{name:6} {term:8} {a:10.4g} {b:10.4g} {w:8.4g} {w * a:10.4g} {w * b:12.4g}")
-    print(f"(vgg_weights={cfg.vgg_weights}, batch {cfg.batch_size}, {args.batches} batches)")
-
-
-if __name__ == "__main__":
-    main()
+            w = getattr(cfg, f"w_{term}")
+            row = {"preset": name, "term": term, "weight": w}
+            for where in ("init", "identity"):
+                row[f"|{where}|"] = values[where][term]
+                row[f"w*|{where}|"] = w * values[where][term]
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["preset", "term"])

@@ -86,8 +86,13 @@ def _sweep_command(args: argparse.Namespace) -> int:
 
 def _calibrate_command(args: argparse.Namespace) -> None:
     from dped import calibrate
+    from dped.config import parse_override, preset
 
-    calibrate.main(sum((["--set", s] for s in args.set), []) + ["--batches", str(args.batches)])
+    overrides = dict(parse_override(s) for s in args.set)
+    configs = {name: preset(name).replace(**overrides) for name in args.presets}
+    print(calibrate.table(configs, args.batches).to_string(float_format="{:.4g}".format))
+    cfg = next(iter(configs.values()))
+    print(f"(vgg_weights={cfg.vgg_weights}, batch {cfg.batch_size}, {args.batches} batches)")
 
 
 def _data_command(args: argparse.Namespace) -> None:
@@ -210,8 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sw)
     sw.set_defaults(func=_sweep_command)
     cal = sub.add_parser("calibrate", help="measure each loss term at initialisation")
-    cal.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    cal.add_argument("--batches", type=int, default=3)
+    cal.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key of every preset (e.g. vgg_weights=random)",
+    )
+    cal.add_argument("--batches", type=int, default=3, help="seeded batches averaged")
+    cal.add_argument("--presets", nargs="+", default=["paper", "readme", "seed"])
     cal.set_defaults(func=_calibrate_command)
     return parser
 

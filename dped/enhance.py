@@ -187,33 +187,11 @@ def _npy_stream(shape: tuple[int, ...], fill):
     return write
 
 
-def _restore(run: Path, prefix: str) -> keras.Model:
-    """Our generator as `run`'s config builds it, with every weight from checkpoint `prefix`."""
-    import tensorflow as tf
-
-    from dped.models import generator_from_config
-    from dped.pretrained import CheckpointError
-    from dped.runs import load_config
-
-    generator = generator_from_config(load_config(run))
-    try:
-        status = tf.train.Checkpoint(generator=generator).restore(prefix).expect_partial()
-        status.assert_existing_objects_matched()  # never enhance with a half-random generator
-    except Exception as err:  # TF raises OpErrors, IndexError, AssertionError, ... here
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(
-            f"cannot restore checkpoint {prefix} ({type(err).__name__}: {reason}): the files "
-            f"are damaged or incomplete; use another checkpoint of {run} or retrain"
-        ) from None
-    return generator
-
-
 def load_generator(model: str, weights_dir: str | None = None) -> keras.Model:
     """A run folder of ours (its best checkpoint, else the latest), a checkpoint prefix of ours
     (`<run>/checkpoints/ckpt-N`), an original model name (iphone_orig, blackberry_orig,
     sony_orig), a TF1 checkpoint prefix of that format or an exported .tflite file."""
-    import tensorflow as tf
-
+    from dped import runs
     from dped.pretrained import original_generator
 
     path = Path(model)
@@ -226,14 +204,10 @@ def load_generator(model: str, weights_dir: str | None = None) -> keras.Model:
             )
         return TFLiteGenerator(path)
     if (path / "config.yaml").is_file():
-        for sub in ("best", "checkpoints"):
-            latest = tf.train.latest_checkpoint(str(path / sub))
-            if latest:
-                return _restore(path, latest)
-        raise FileNotFoundError(f"run folder {path} has no checkpoint in best/ or checkpoints/")
-    run = path.parent.parent
-    if path.with_name(path.name + ".index").is_file() and (run / "config.yaml").is_file():
-        return _restore(run, str(path))
+        return runs.restore_generator(path)
+    run = runs.run_of_checkpoint(path)
+    if run is not None:
+        return runs.restore_generator(run, str(path))
     return original_generator(model, weights_dir)
 
 

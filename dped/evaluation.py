@@ -7,11 +7,14 @@ Two PSNR protocols, both always reported:
   (resp. phone) patch. The seed draws 200 random test patches with replacement; we use every
   test patch once, so the number does not depend on a draw.
 `psnr` is the one `eval_protocol` names: the headline, and what picks the best checkpoint.
+
+`evaluate` is the one pass a training run makes: metrics, test loss terms and the sample grid
+from a single run of the generator (and of the discriminator on each side) per batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,12 +62,37 @@ class PairMetrics:
         return {"psnr": out.pop("psnr"), **out, "patches": self.count}
 
 
-def evaluate_pairs(split: Split, cfg: Config, enhance: Callable | None = None) -> dict[str, float]:
-    """Metrics over every test pair; `enhance=None` scores the phone patches themselves.
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]  # PairMetrics' and test_<term> for every loss term
+    samples: tuple[np.ndarray, np.ndarray, np.ndarray]  # phone, enhanced, DSLR: first patches
+
+
+def evaluate(model, split: Split, cfg: Config, samples: int = 4) -> Evaluation:
+    """One pass over the test patches with a `training.DPEDModel`: the metrics (both PSNR
+    protocols, SSIM, MS-SSIM), the test loss terms (with fixed alternating swaps), the
+    discriminator's accuracy per side, and the first `samples` patches for the sample grid."""
+    import tensorflow as tf
+
+    acc, sums, count, grid = PairMetrics(), {}, 0, None
+    for phone, dslr in pair_dataset(split, cfg.replace(augment=False), training=False):
+        n = int(phone.shape[0])
+        terms, enhanced = model.test_terms(phone, dslr, tf.constant(np.arange(n) % 2, tf.int32))
+        acc.update(phone, enhanced, dslr)
+        sums = {k: sums.get(k, 0.0) + n * float(v) for k, v in terms.items()}
+        count += n
+        if grid is None:
+            grid = tuple(np.asarray(t[:samples]) for t in (phone, enhanced, dslr))
+    metrics = {**acc.result(cfg.eval_protocol), **{f"test_{k}": v / count for k, v in sums.items()}}
+    return Evaluation(metrics, grid)
+
+
+def identity_metrics(split: Split, cfg: Config) -> dict[str, float]:
+    """The metrics of the phone patches themselves against DSLR: what training must beat.
 
     SSIM and MS-SSIM are means of per-patch values, so no number depends on the batch size.
     """
     acc = PairMetrics()
     for phone, dslr in pair_dataset(split, cfg.replace(augment=False), training=False):
-        acc.update(phone, phone if enhance is None else enhance(phone), dslr)
+        acc.update(phone, phone, dslr)
     return acc.result(cfg.eval_protocol)

@@ -227,7 +227,7 @@ def _write(path: Path, image: np.ndarray, quality: int) -> None:
 def identity_baseline(cfg: Config, root: str | Path = MINI_ROOT) -> dict[str, float]:
     """PSNR and MS-SSIM of the phone test patches against the DSLR ones: the bar to beat."""
     from dped.data import discover
-    from dped.evaluation import evaluate_pairs
+    from dped.evaluation import identity_metrics
 
     files = discover(root, MINI_PHONE)
-    return evaluate_pairs(files.test, cfg, enhance=None)
+    return identity_metrics(files.test, cfg)

@@ -5,7 +5,11 @@
 <run>/metrics.csv        one row per evaluation: step, train loss means, test metrics, time
 <run>/samples/step_<n>.png   phone | enhanced | DSLR for a few test patches
 <run>/checkpoints/       the latest checkpoints; <run>/best/ the best by test PSNR
+<run>/events.out.*       TensorBoard events (tensorboard: true), tags train/, test/, metrics/
 <run>/.lock              held (flock) by the process training the run; freed when it dies
+
+This module is the one owner of that layout: training writes through `Run`, enhance and export
+read generators back through `restore_generator`, the sweep and the report read `read_metrics`.
 
 A run writes only into a folder that is new, empty, or already a dped run folder (config.yaml and
 environment.json written by `prepare`): never into a folder of the user's.
@@ -26,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from dped.config import Config, ConfigError
+
+LATEST, BEST = "checkpoints", "best"
 
 
 class ResumeError(ValueError):
@@ -191,3 +197,112 @@ def load_config(run_dir: str | Path) -> Config:
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a dped run folder (no config.yaml)")
     return Config.from_yaml(path)
+
+
+def tensorboard_tag(key: str) -> str | None:
+    """A metrics.csv column's TensorBoard tag, grouped by its prefix (train/, test/, metrics/);
+    None for bookkeeping (step, patches, wall_s), which TensorBoard records or does not plot."""
+    if key in ("step", "patches", "wall_s"):
+        return None
+    group, sep, term = key.partition("_")
+    return f"{group}/{term}" if sep and group in ("train", "test") else f"metrics/{key}"
+
+
+class Run:
+    """A training run's state on disk: the checkpoint of `tracked` (networks, optimizers, data
+    iterator, ...) with the step counters, the latest and best managers, the metrics rows and
+    the optional TensorBoard writer. On resume it restores the latest checkpoint and keeps the
+    metrics rows up to its step."""
+
+    def __init__(self, run_dir: Path, cfg: Config, resume: bool, **tracked):
+        import tensorflow as tf
+
+        self.dir, self.cfg = run_dir, cfg
+        self.step = tf.Variable(0, dtype=tf.int64, name="step")
+        self.pretrained = tf.Variable(0, dtype=tf.int64, name="d_pretrained")
+        self.checkpoint = tf.train.Checkpoint(
+            d_pretrained=self.pretrained, step=self.step, **tracked
+        )
+        self.latest = tf.train.CheckpointManager(
+            self.checkpoint, run_dir / LATEST, max_to_keep=cfg.keep_checkpoints
+        )
+        self.best = tf.train.CheckpointManager(self.checkpoint, run_dir / BEST, max_to_keep=1)
+        self.rows = []
+        if resume and self.latest.latest_checkpoint:
+            self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
+            done = int(self.step.numpy())
+            self.rows = [r for r in read_metrics(run_dir) if int(r["step"]) <= done]
+            print(f"{cfg.name}: resumed at step {done} from {self.latest.latest_checkpoint}")
+        self.best_psnr = max((float(r["psnr"]) for r in self.rows), default=-np.inf)
+        elapsed = float(self.rows[-1]["wall_s"]) if self.rows else 0.0
+        self.start = time.perf_counter() - elapsed
+        # Events in the run folder itself: `tensorboard --logdir results/<experiment>` then
+        # names each run after its folder.
+        self.writer = tf.summary.create_file_writer(str(run_dir)) if cfg.tensorboard else None
+
+    def record(self, row: dict, samples: tuple) -> None:
+        """Samples, the metrics row (CSV first: a resume drops rows past its checkpoint), then
+        the checkpoints."""
+        step = row["step"]
+        row["wall_s"] = round(time.perf_counter() - self.start, 2)
+        save_samples(self.dir / "samples" / f"step_{step:06d}.png", *samples)
+        self.rows.append(row)
+        write_metrics(self.dir, self.rows)
+        if self.writer:
+            self._log_events(row, step)
+        self.latest.save(checkpoint_number=step)
+        if row["psnr"] > self.best_psnr:
+            self.best_psnr = row["psnr"]
+            self.best.save(checkpoint_number=step)
+
+    def _log_events(self, row: dict, step: int) -> None:
+        import tensorflow as tf
+
+        with self.writer.as_default():
+            for key, value in row.items():
+                if tensorboard_tag(key):
+                    tf.summary.scalar(tensorboard_tag(key), value, step=step)
+        self.writer.flush()
+
+
+def checkpoint_of(run_dir: Path) -> str:
+    """The checkpoint a run's generator is used from: the best by test PSNR, else the latest."""
+    import tensorflow as tf
+
+    for sub in (BEST, LATEST):
+        found = tf.train.latest_checkpoint(str(run_dir / sub))
+        if found:
+            return found
+    raise FileNotFoundError(f"run folder {run_dir} has no checkpoint in {BEST}/ or {LATEST}/")
+
+
+def run_of_checkpoint(prefix: Path) -> Path | None:
+    """The run folder a checkpoint prefix of ours (`<run>/checkpoints/ckpt-N`) belongs to."""
+    run = prefix.parent.parent
+    is_ours = prefix.with_name(prefix.name + ".index").is_file() and prefix.parent.name in (
+        LATEST,
+        BEST,
+    )
+    return run if is_ours and (run / "config.yaml").is_file() else None
+
+
+def restore_generator(run_dir: Path, prefix: str | None = None):
+    """The generator as `run_dir`'s config builds it, with every weight from checkpoint
+    `prefix` (default `checkpoint_of(run_dir)`): never a half-random generator."""
+    import tensorflow as tf
+
+    from dped.models import generator_from_config
+    from dped.pretrained import CheckpointError
+
+    prefix = prefix or checkpoint_of(run_dir)
+    generator = generator_from_config(load_config(run_dir))
+    try:
+        status = tf.train.Checkpoint(generator=generator).restore(prefix).expect_partial()
+        status.assert_existing_objects_matched()
+    except Exception as err:  # TF raises OpErrors, IndexError, AssertionError, ... here
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"cannot restore checkpoint {prefix} ({type(err).__name__}: {reason}): the files "
+            f"are damaged or incomplete; use another checkpoint of {run_dir} or retrain"
+        ) from None
+    return generator

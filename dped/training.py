@@ -12,7 +12,6 @@ iterations (phone = fake) come first. Two Adam optimizers, one learning rate.
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
 import keras
@@ -89,65 +88,78 @@ class DPEDModel(tf.Module):
         """The discriminator's output on 0..1 RGB patches (it sees their grayscale)."""
         return self.discriminator(losses.to_gray(images), training=training)
 
-    def loss_terms(
-        self, phone, dslr, dslr_features=None, is_dslr=None, training=False, enhance=None
-    ):
-        """{content, color, texture, tv, generator} for one batch, and the enhanced images.
+    def critic(self, enhanced, dslr, is_dslr, training=False):
+        """The discriminator's verdicts both adversarial losses read: under the seed's loss
+        definitions the DSLR and the enhanced logits; under the authors', its probabilities for
+        the swapped mix (`is_dslr[b]` says which side patch b shows)."""
+        if self.cfg.loss_defs == "seed":
+            return (
+                losses.dslr_logit(self.judge(dslr, training)),
+                losses.dslr_logit(self.judge(enhanced, training)),
+            )
+        gray = losses.discriminator_input(enhanced, dslr, is_dslr)
+        return losses.as_probs(self.discriminator(gray, training=training))
 
-        `enhance` replaces the generator (calibration measures the identity mapping with it).
-        """
-        enhance = enhance or (lambda t: self.generator(t, training=training))
-        enhanced = enhance(phone)
+    def generator_terms(self, enhanced, dslr, critic, is_dslr, dslr_features=None) -> dict:
+        """{content, color, texture, tv} of an enhanced batch, unweighted."""
         if dslr_features is None:
             dslr_features = self.vgg(dslr, training=False)
         content = losses.content_loss(self.vgg(enhanced, training=False), dslr_features)
         if self.cfg.loss_defs == "seed":
-            terms = {
+            return {
                 "content": content,
                 "color": losses.color_loss_seed(enhanced, dslr, self.blur_kernel),
-                "texture": losses.texture_loss_seed(
-                    losses.dslr_logit(self.judge(dslr)), losses.dslr_logit(self.judge(enhanced))
-                ),
+                "texture": losses.texture_loss_seed(*critic),
                 "tv": losses.total_variation_l1(enhanced),
             }
-        else:
-            if is_dslr is None:
-                is_dslr = self._swap(tf.shape(phone)[0])
-            probs = losses.as_probs(
-                self.discriminator(losses.discriminator_input(enhanced, dslr, is_dslr))
-            )
-            terms = {
-                "content": content,
-                "color": losses.color_loss(enhanced, dslr, self.blur_kernel),
-                "texture": losses.texture_loss(probs, is_dslr),
-                "tv": losses.total_variation_loss(enhanced),
+        return {
+            "content": content,
+            "color": losses.color_loss(enhanced, dslr, self.blur_kernel),
+            "texture": losses.texture_loss(critic, is_dslr),
+            "tv": losses.total_variation_loss(enhanced),
+        }
+
+    def adversarial_terms(self, critic, is_dslr) -> dict:
+        """{discriminator, d_accuracy} from the verdicts `critic` returned."""
+        if self.cfg.loss_defs == "seed":
+            return {
+                "discriminator": losses.discriminator_loss_seed(*critic),
+                "d_accuracy": losses.logit_accuracy(*critic),
             }
+        return {
+            "discriminator": losses.discriminator_loss(critic, is_dslr),
+            "d_accuracy": losses.discriminator_accuracy(critic, is_dslr),
+        }
+
+    def test_terms(self, phone, dslr, is_dslr) -> tuple[dict, tf.Tensor]:
+        """Every loss term of a batch at inference, the discriminator's accuracy on phone, DSLR
+        and enhanced patches apart (the seed's test_discriminator), and the enhanced batch."""
+        enhanced = self.generator(phone, training=False)
+        sides = {"phone": phone, "dslr": dslr, "enhanced": enhanced}
+        out = {side: self.judge(images) for side, images in sides.items()}
+        if self.cfg.loss_defs == "seed":
+            critic = (losses.dslr_logit(out["dslr"]), losses.dslr_logit(out["enhanced"]))
+        else:
+            # At inference the discriminator judges each patch alone: the swapped mix's verdicts
+            # are the two sides' verdicts, picked per patch, without a fourth pass.
+            pick = tf.reshape(tf.equal(tf.cast(is_dslr, tf.int32), 1), [-1, 1])
+            critic = losses.as_probs(tf.where(pick, out["dslr"], out["enhanced"]))
+        terms = self.generator_terms(enhanced, dslr, critic, is_dslr)
         terms["generator"] = losses.weighted_sum(terms, self.cfg)
+        terms.update(self.adversarial_terms(critic, is_dslr))
+        for side, real in (("phone", False), ("dslr", True), ("enhanced", False)):
+            said_dslr = losses.dslr_logit(out[side])[:, 0] > 0
+            terms[f"d_acc_{side}"] = tf.reduce_mean(tf.cast(said_dslr == real, tf.float32))
         return terms, enhanced
 
-    def discriminator_terms(self, fake, dslr, is_dslr=None, training=False):
-        """{discriminator, d_accuracy} with `fake` as the enhanced (or phone) side."""
-        if self.cfg.loss_defs == "seed":
-            real_logit = losses.dslr_logit(self.judge(dslr, training))
-            fake_logit = losses.dslr_logit(self.judge(fake, training))
-            return {
-                "discriminator": losses.discriminator_loss_seed(real_logit, fake_logit),
-                "d_accuracy": losses.logit_accuracy(real_logit, fake_logit),
-            }
-        if is_dslr is None:
-            is_dslr = self._swap(tf.shape(fake)[0])
-        gray = losses.discriminator_input(fake, dslr, is_dslr)
-        probs = losses.as_probs(self.discriminator(gray, training=training))
-        return {
-            "discriminator": losses.discriminator_loss(probs, is_dslr),
-            "d_accuracy": losses.discriminator_accuracy(probs, is_dslr),
-        }
+    def _share(self, terms: dict, share) -> dict:
+        return {k: v * share if k in self.mean_terms else v for k, v in terms.items()}
 
     def _d_step(self, fake, dslr, d_swap, share):
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
-            terms = self.discriminator_terms(tf.stop_gradient(fake), dslr, d_swap, training=True)
-            terms = {k: v * share if k in self.mean_terms else v for k, v in terms.items()}
+            critic = self.critic(tf.stop_gradient(fake), dslr, d_swap, training=True)
+            terms = self._share(self.adversarial_terms(critic, d_swap), share)
         self.d_optimizer.apply_gradients(zip(tape.gradient(terms["discriminator"], d_vars), d_vars))
         return terms
 
@@ -157,8 +169,10 @@ class DPEDModel(tf.Module):
         dslr_features = tf.stop_gradient(self.vgg(dslr, training=False))
         g_vars = self.generator.trainable_variables
         with tf.GradientTape() as tape:
-            terms, enhanced = self.loss_terms(phone, dslr, dslr_features, g_swap, training=True)
-            terms = {k: v * share if k in self.mean_terms else v for k, v in terms.items()}
+            enhanced = self.generator(phone, training=True)
+            critic = self.critic(enhanced, dslr, g_swap)
+            terms = self.generator_terms(enhanced, dslr, critic, g_swap, dslr_features)
+            terms = self._share(terms, share)
             terms["generator"] = losses.weighted_sum(terms, self.cfg)
         self.g_optimizer.apply_gradients(zip(tape.gradient(terms["generator"], g_vars), g_vars))
         if self.cfg.d_fake == "re-enhanced":
@@ -213,131 +227,20 @@ def _check_finite(logs: dict, step: int, run_dir) -> None:
             )
 
 
-def evaluate(model: DPEDModel, split, cfg: Config) -> dict[str, float]:
-    """One pass over the test patches: the metrics (both PSNR protocols, SSIM, MS-SSIM), the test
-    loss terms (fixed alternating swaps) and the discriminator's accuracy on phone, DSLR and
-    enhanced patches separately (the seed's test_discriminator)."""
-    from dped.data import pair_dataset
-    from dped.evaluation import PairMetrics
-
-    acc, sums, count = PairMetrics(), {}, 0
-    for phone, dslr in pair_dataset(split, cfg.replace(augment=False), training=False):
-        n = int(phone.shape[0])
-        is_dslr = tf.constant(np.arange(n) % 2, tf.int32)
-        terms, enhanced = model.loss_terms(phone, dslr, is_dslr=is_dslr)
-        terms.update(model.discriminator_terms(enhanced, dslr, is_dslr))
-        for side, images, real in (
-            ("phone", phone, 0),
-            ("dslr", dslr, 1),
-            ("enhanced", enhanced, 0),
-        ):
-            p_dslr = tf.sigmoid(losses.dslr_logit(model.judge(images)))[:, 0]
-            terms[f"d_acc_{side}"] = tf.reduce_mean(
-                tf.cast((p_dslr > 0.5) == bool(real), tf.float32)
-            )
-        acc.update(phone, enhanced, dslr)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + n * float(v)
-        count += n
-    return {**acc.result(cfg.eval_protocol), **{f"test_{k}": v / count for k, v in sums.items()}}
-
-
-def tensorboard_tag(key: str) -> str | None:
-    """A metrics.csv column's TensorBoard tag, grouped by its prefix (train/, test/, metrics/);
-    None for bookkeeping (step, patches, wall_s), which TensorBoard records or does not plot."""
-    if key in ("step", "patches", "wall_s"):
-        return None
-    group, sep, term = key.partition("_")
-    return f"{group}/{term}" if sep and group in ("train", "test") else f"metrics/{key}"
-
-
-class Run:
-    """A training run's state on disk: checkpoint managers, metrics rows, optional TensorBoard."""
-
-    def __init__(self, run_dir: Path, model: DPEDModel, iterator, cfg: Config, resume: bool):
-        from dped import runs
-
-        self.dir, self.cfg = run_dir, cfg
-        self.step = tf.Variable(0, dtype=tf.int64, name="step")
-        self.pretrained = tf.Variable(0, dtype=tf.int64, name="d_pretrained")
-        self.checkpoint = tf.train.Checkpoint(
-            d_pretrained=self.pretrained,
-            generator=model.generator,
-            discriminator=model.discriminator,
-            g_optimizer=model.g_optimizer,
-            d_optimizer=model.d_optimizer,
-            swaps=model.swaps,
-            step=self.step,
-            data=iterator,
-        )
-        self.latest = tf.train.CheckpointManager(
-            self.checkpoint, run_dir / "checkpoints", max_to_keep=cfg.keep_checkpoints
-        )
-        self.best = tf.train.CheckpointManager(self.checkpoint, run_dir / "best", max_to_keep=1)
-        self.rows = []
-        if resume and self.latest.latest_checkpoint:
-            self.checkpoint.restore(self.latest.latest_checkpoint).assert_existing_objects_matched()
-            done = int(self.step.numpy())
-            self.rows = [r for r in runs.read_metrics(run_dir) if int(r["step"]) <= done]
-            print(f"{cfg.name}: resumed at step {done} from {self.latest.latest_checkpoint}")
-        self.best_psnr = max((float(r["psnr"]) for r in self.rows), default=-np.inf)
-        elapsed = float(self.rows[-1]["wall_s"]) if self.rows else 0.0
-        self.start = time.perf_counter() - elapsed
-        # Events in the run folder itself: `tensorboard --logdir results/<experiment>` then
-        # names each run after its folder.
-        self.writer = tf.summary.create_file_writer(str(run_dir)) if cfg.tensorboard else None
-
-    def record(self, row: dict, samples: tuple) -> None:
-        """Samples, the metrics row (CSV first: a resume drops rows past its checkpoint), then
-        the checkpoints."""
-        from dped import runs
-
-        step = row["step"]
-        row["wall_s"] = round(time.perf_counter() - self.start, 2)
-        runs.save_samples(self.dir / "samples" / f"step_{step:06d}.png", *samples)
-        self.rows.append(row)
-        runs.write_metrics(self.dir, self.rows)
-        if self.writer:
-            with self.writer.as_default():
-                for key, value in row.items():
-                    if tensorboard_tag(key):
-                        tf.summary.scalar(tensorboard_tag(key), value, step=step)
-            self.writer.flush()
-        self.latest.save(checkpoint_number=step)
-        if row["psnr"] > self.best_psnr:
-            self.best_psnr = row["psnr"]
-            self.best.save(checkpoint_number=step)
-
-
-def _sample_batch(model: DPEDModel, files, cfg: Config) -> tuple:
-    from dped.data import pair_dataset
-
-    phone, dslr = next(iter(pair_dataset(files.test, cfg.replace(batch_size=4), training=False)))
-    return phone.numpy(), model.generator(phone, training=False).numpy(), dslr.numpy()
-
-
 def train(
     cfg: Config, out: str | Path | None = None, resume: bool = False, progress: bool = True
 ) -> Path:
-    """Train (or resume) a run; returns its folder. See dped/runs.py for what it holds."""
+    """Train (or resume) a run; returns its folder (dped/runs.py says what it holds)."""
     from dped import data, runs
 
-    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise ValueError(
-            "tensorboard: true needs the tensorboard package: "
-            "pip install 'dped[tensorboard]' (or set tensorboard: false)"
-        )
+    _check_can_log(cfg)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
     run_dir = Path(out or Path("results") / cfg.name)
     runs.check(run_dir, cfg, resume)
     files = data.load_files(cfg)
     model = DPEDModel(cfg)
-    replicas = model.strategy.num_replicas_in_sync
-    if cfg.batch_size % replicas:
-        raise ValueError(
-            f"batch_size {cfg.batch_size} must be a multiple of the {replicas} replicas"
-        )
+    _check_batch_splits(cfg, model.strategy)
     with runs.lock(run_dir):  # before prepare: a second trainer must not rewrite the folder
         runs.prepare(run_dir, cfg, resume, model.vgg_random)
         try:
@@ -349,7 +252,39 @@ def train(
     return run_dir
 
 
-def _pretrain(model: DPEDModel, iterator, run: Run, cfg: Config, progress: bool) -> None:
+def _check_can_log(cfg: Config) -> None:
+    if cfg.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError(
+            "tensorboard: true needs the tensorboard package: "
+            "pip install 'dped[tensorboard]' (or set tensorboard: false)"
+        )
+
+
+def _check_batch_splits(cfg: Config, strategy: tf.distribute.Strategy) -> None:
+    replicas = strategy.num_replicas_in_sync
+    if cfg.batch_size % replicas:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} must be a multiple of the {replicas} replicas"
+        )
+
+
+def _open_run(run_dir: Path, model: DPEDModel, iterator, cfg: Config, resume: bool):
+    from dped.runs import Run
+
+    return Run(
+        run_dir,
+        cfg,
+        resume,
+        generator=model.generator,
+        discriminator=model.discriminator,
+        g_optimizer=model.g_optimizer,
+        d_optimizer=model.d_optimizer,
+        swaps=model.swaps,
+        data=iterator,
+    )
+
+
+def _pretrain(model: DPEDModel, iterator, run, cfg: Config, progress: bool) -> None:
     """The discriminator alone (phone = fake, DSLR = real), then a checkpoint (number 0): a
     resume after it goes straight to joint training; one killed during it starts it again."""
     from tqdm import tqdm
@@ -371,16 +306,19 @@ def _pretrain(model: DPEDModel, iterator, run: Run, cfg: Config, progress: bool)
 
 
 def _loop(cfg: Config, model: DPEDModel, files, run_dir: Path, resume: bool, progress: bool):
+    """Pre-train the discriminator if due, then train; every `eval_every` steps (and at the
+    end) evaluate on the test patches and record the row, the samples and the checkpoints."""
     from tqdm import tqdm
 
     from dped import data
+    from dped.evaluation import evaluate
 
     train_split = data.subsample(files.train, cfg.train_size, cfg.seed)
     iterator = iter(data.pair_dataset(train_split, cfg, training=True))
-    run = Run(run_dir, model, iterator, cfg, resume)
+    run = _open_run(run_dir, model, iterator, cfg, resume)
     if int(run.pretrained.numpy()) < cfg.d_pretrain_iters:
         _pretrain(model, iterator, run, cfg, progress)
-    sums, count = {}, 0
+    means = _RunningMeans()
     bar = tqdm(
         total=cfg.num_iters,
         initial=int(run.step.numpy()),
@@ -388,21 +326,35 @@ def _loop(cfg: Config, model: DPEDModel, files, run_dir: Path, resume: bool, pro
         disable=None if progress else True,
     )
     while int(run.step.numpy()) < cfg.num_iters:
-        phone, dslr = next(iterator)
-        logs = {k: float(v) for k, v in model.train_step(phone, dslr).items()}
+        logs = {k: float(v) for k, v in model.train_step(*next(iterator)).items()}
         step = int(run.step.assign_add(1).numpy())
         _check_finite(logs, step, run_dir)
-        sums, count = {k: sums.get(k, 0.0) + v for k, v in logs.items()}, count + 1
+        means.add(logs)
         bar.update(1)
         bar.set_postfix(generator=f"{logs['generator']:.4g}", d_acc=f"{logs['d_accuracy']:.2f}")
         if step % cfg.eval_every and step != cfg.num_iters:
             continue
         result = evaluate(model, files.test, cfg)
-        train_means = {f"train_{k}": v / count for k, v in sums.items()}
-        run.record({"step": step, **train_means, **result}, _sample_batch(model, files, cfg))
-        sums, count = {}, 0
+        run.record({"step": step, **means.pop("train_"), **result.metrics}, result.samples)
         bar.write(
-            f"step {step}: PSNR {result['psnr']:.2f} dB, MS-SSIM {result['ms_ssim']:.4f}, "
-            f"d_accuracy {result['test_d_accuracy']:.2f}"
+            f"step {step}: PSNR {result.metrics['psnr']:.2f} dB, "
+            f"MS-SSIM {result.metrics['ms_ssim']:.4f}, "
+            f"d_accuracy {result.metrics['test_d_accuracy']:.2f}"
         )
     bar.close()
+
+
+class _RunningMeans:
+    """Means of the training losses since the last evaluation."""
+
+    def __init__(self):
+        self.sums, self.count = {}, 0
+
+    def add(self, logs: dict[str, float]) -> None:
+        self.sums = {k: self.sums.get(k, 0.0) + v for k, v in logs.items()}
+        self.count += 1
+
+    def pop(self, prefix: str) -> dict[str, float]:
+        means = {f"{prefix}{k}": v / self.count for k, v in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
