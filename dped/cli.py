@@ -26,7 +26,7 @@ def config_docs() -> str:
     difference where the seed's value comes from."""
     from dped.config import SEED_SOURCES, preset
 
-    paper, seed = preset("paper").to_dict(), preset("seed").to_dict()
+    paper, seed = preset("paper").flat(), preset("seed").flat()
     lines = [f"{'key':<18} {'paper':<28} {'seed':<20} meaning", "-" * 100]
     for key in paper:
         mark = "*" if paper[key] != seed[key] else " "
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="build the mini dataset and print the identity baseline")
     data.add_argument(
         "--config",
-        help="config whose deg_* keys, seed and patch_size shape the set (not where it goes; "
+        help="config whose mini.* keys, seed and patch_size shape the set (not where it goes; "
         "default: the repository's experiments/cpu.yaml)",
     )
     data.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

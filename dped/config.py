@@ -29,6 +29,44 @@ def _f(default: Any, doc: str) -> Any:
 
 
 @dataclass(frozen=True)
+class MiniData:
+    """The phone-camera model that turns the mini dataset's photographs into phone/DSLR pairs
+    (dped/minidata.py), and the patch stride. Keys are written `mini.<key>` (`--set
+    mini.stride=150`, YAML `mini: {stride: 150}`)."""
+
+    exposure: float = _f(0.8, "exposure gain applied to the linear DSLR image")
+    gamma: float = _f(1.25, "tone curve x**gamma after exposure (>1 darkens mid-tones)")
+    wb_red: float = _f(0.92, "white-balance gain of the red channel (cast)")
+    wb_blue: float = _f(1.08, "white-balance gain of the blue channel (cast)")
+    saturation: float = _f(0.7, "saturation kept (1: unchanged, 0: grayscale)")
+    blur_sigma: float = _f(1.0, "lens blur, Gaussian sigma in pixels")
+    vignette: float = _f(0.3, "brightness lost in the corners (radial, quadratic)")
+    noise_shot: float = _f(0.0004, "signal-dependent noise variance per unit intensity")
+    noise_read: float = _f(0.00002, "signal-independent noise variance")
+    jpeg_quality: int = _f(70, "JPEG quality of the phone side (DSLR side: 95)")
+    misalign_px: int = _f(2, "max misalignment per patch in pixels (at least 1 when > 0)")
+    stride: int = _f(25, "stride between training patches cut from each source photo")
+
+    def __post_init__(self) -> None:
+        _check_types(self, "mini.")
+        for name in _fields(MiniData):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"mini.{name}: expected a value >= 0, got {getattr(self, name)}")
+        if self.stride <= 0:
+            raise ConfigError(f"mini.stride: expected a positive value, got {self.stride}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"mini.jpeg_quality: expected 1..100, got {self.jpeg_quality}")
+
+
+# Sections: a Config field holding a dataclass of its own, whose keys are spelled `<field>.<key>`.
+SECTIONS = {"mini": MiniData}
+# Keys of configs written before the sections existed (run folders keep loading).
+RENAMED = {f"deg_{k}": f"mini.{k}" for k in MiniData.__dataclass_fields__} | {
+    "mini_stride": "mini.stride"
+}
+
+
+@dataclass(frozen=True)
 class Config:
     """Every hyper-parameter of a DPED run; `Config.doc(name)` gives each one's meaning."""
 
@@ -121,19 +159,10 @@ class Config:
     patch_size: int = _f(100, "side of the square training patches (pixels)")
     train_size: int = _f(30000, "training pairs drawn from the dataset (0: all)")
     skip_corrupt: bool = _f(False, "skip (and count) unreadable images instead of stopping")
-    # --- phone-camera degradation model of the built-in mini dataset (dped/minidata.py) ---
-    deg_exposure: float = _f(0.8, "exposure gain applied to the linear DSLR image")
-    deg_gamma: float = _f(1.25, "tone curve x**gamma after exposure (>1 darkens mid-tones)")
-    deg_wb_red: float = _f(0.92, "white-balance gain of the red channel (cast)")
-    deg_wb_blue: float = _f(1.08, "white-balance gain of the blue channel (cast)")
-    deg_saturation: float = _f(0.7, "saturation kept (1: unchanged, 0: grayscale)")
-    deg_blur_sigma: float = _f(1.0, "lens blur, Gaussian sigma in pixels")
-    deg_vignette: float = _f(0.3, "brightness lost in the corners (radial, quadratic)")
-    deg_noise_shot: float = _f(0.0004, "signal-dependent noise variance per unit intensity")
-    deg_noise_read: float = _f(0.00002, "signal-independent noise variance")
-    deg_jpeg_quality: int = _f(70, "JPEG quality of the phone side (DSLR side: 95)")
-    deg_misalign_px: int = _f(2, "max misalignment per patch in pixels (at least 1 when > 0)")
-    mini_stride: int = _f(25, "stride between training patches cut from each source photo")
+    mini: MiniData = field(
+        default_factory=lambda: MiniData(),
+        metadata={"doc": "the built-in mini dataset's phone-camera model (`dped data`)"},
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -141,20 +170,44 @@ class Config:
 
     @classmethod
     def doc(cls, key: str) -> str:
-        return _fields()[_known(key)].metadata["doc"]
+        section, _, sub = _known(key).partition(".")
+        owner = SECTIONS[section] if sub else Config
+        return _fields(owner)[sub or section].metadata["doc"]
 
     def replace(self, **changes: Any) -> Config:
-        for key in changes:
-            _known(key)
-        return dataclasses.replace(self, **changes)
+        """A copy with `changes`: top-level keys, `section.key` keys, or a section as a mapping
+        of its keys (`mini={"stride": 150}`), which changes only those."""
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            section, _, sub = _known(key).partition(".")
+            if sub:
+                nested.setdefault(section, {})[sub] = value
+            elif section in SECTIONS and isinstance(value, dict):
+                for sub_key in value:
+                    _known(f"{section}.{sub_key}")
+                nested.setdefault(section, {}).update(value)
+        flat = {k: v for k, v in changes.items() if k.partition(".")[0] not in nested}
+        for section, values in nested.items():
+            flat[section] = dataclasses.replace(getattr(self, section), **values)
+        return dataclasses.replace(self, **flat)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def flat(self) -> dict[str, Any]:
+        """Every key with its value, sections spelled `section.key`."""
+        out = {}
+        for key, value in self.to_dict().items():
+            if key in SECTIONS:
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Config:
         """Build from a mapping; a `preset` key names the base the other keys override."""
-        data = dict(data)
+        data = {RENAMED.get(k, k): v for k, v in data.items()}
         base = preset(data.pop("preset")) if "preset" in data else cls()
         return base.replace(**data)
 
@@ -183,39 +236,44 @@ class Config:
             raise ConfigError(f"{path}: {err}") from None
 
     def diff(self, other: Config) -> dict[str, tuple[Any, Any]]:
-        """Keys whose values differ, as {key: (self's, other's)}."""
-        a, b = self.to_dict(), other.to_dict()
+        """Keys whose values differ, as {key: (self's, other's)}, sections as `section.key`."""
+        a, b = self.flat(), other.flat()
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-def _fields() -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(Config)}
+def _fields(owner: type = None) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(owner or Config)}
 
 
 def _known(key: str) -> str:
-    names = list(_fields())
-    if key not in names:
-        close = difflib.get_close_matches(key, names, n=1)
-        hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(names)}"
-        raise ConfigError(f"unknown config key '{key}': {hint}")
-    return key
+    """`key` if Config has it (`section.key` for a section's), else a ConfigError with a hint."""
+    section, dot, sub = key.partition(".")
+    if dot and section in SECTIONS and sub in _fields(SECTIONS[section]):
+        return key
+    if not dot and section in _fields():
+        return key
+    names = [*_fields()] + [f"{s}.{k}" for s, owner in SECTIONS.items() for k in _fields(owner)]
+    close = difflib.get_close_matches(key, names + list(RENAMED), n=1)
+    close = [RENAMED.get(c, c) for c in close]
+    hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(names)}"
+    raise ConfigError(f"unknown config key '{key}': {hint}")
 
 
-def _check_types(cfg: Config) -> None:
-    hints = typing.get_type_hints(Config)
-    for name in _fields():
-        value, kind = getattr(cfg, name), hints[name]
+def _check_types(obj: Any, prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    for name in _fields(type(obj)):
+        value, kind = getattr(obj, name), hints[name]
         if get_origin(kind) is Literal:
             if value not in get_args(kind):
                 choices = " | ".join(map(str, get_args(kind)))
-                raise ConfigError(f"{name}: expected one of {choices}, got {value!r}")
+                raise ConfigError(f"{prefix}{name}: expected one of {choices}, got {value!r}")
             continue
         if kind is float:
             value = _as_float(value)
-            object.__setattr__(cfg, name, value)
+            object.__setattr__(obj, name, value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(
-                f"{name}: expected {kind.__name__}, got {value!r} ({type(value).__name__})"
+                f"{prefix}{name}: expected {kind.__name__}, got {value!r} ({type(value).__name__})"
             )
 
 
@@ -241,7 +299,6 @@ def _check_values(cfg: Config) -> None:
         "eval_every",
         "patch_size",
         "blur_size",
-        "mini_stride",
     ]
     for name in positive:
         if getattr(cfg, name) <= 0:
@@ -255,16 +312,6 @@ def _check_values(cfg: Config) -> None:
         "tail_convs",
         "train_size",
         "d_pretrain_iters",
-        "deg_exposure",
-        "deg_gamma",
-        "deg_wb_red",
-        "deg_wb_blue",
-        "deg_saturation",
-        "deg_blur_sigma",
-        "deg_vignette",
-        "deg_noise_shot",
-        "deg_noise_read",
-        "deg_misalign_px",
     ]
     for name in non_negative:
         if getattr(cfg, name) < 0:
@@ -273,8 +320,6 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"adam_epsilon: expected a positive value, got {cfg.adam_epsilon}")
     if not cfg.learning_rate > 0:
         raise ConfigError(f"learning_rate: expected a positive value, got {cfg.learning_rate}")
-    if not 1 <= cfg.deg_jpeg_quality <= 100:
-        raise ConfigError(f"deg_jpeg_quality: expected 1..100, got {cfg.deg_jpeg_quality}")
     if cfg.blur_size % 2 == 0:
         raise ConfigError(f"blur_size: expected an odd kernel side, got {cfg.blur_size}")
 

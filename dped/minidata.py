@@ -2,12 +2,12 @@
 
 The DSLR side is a photograph that ships inside an installed package (scikit-image's sample data
 and matplotlib's grace_hopper.jpg). The phone side is the same photograph through `degrade`, a
-phone-camera model whose every step is a `deg_*` key of the config:
+phone-camera model whose every step is a key of the config's `mini` section:
 
     linearise (sRGB -> linear) -> exposure -> white-balance cast -> lens blur -> vignetting
     -> signal-dependent noise -> tone curve x**gamma -> lower saturation -> sRGB -> JPEG,
 
-then each phone patch is cut 1..deg_misalign_px pixels away from its DSLR patch, as DPED's
+then each phone patch is cut 1..mini.misalign_px pixels away from its DSLR patch, as DPED's
 imperfect alignment. Train and test are split by source photo. All randomness comes from one
 seeded generator per photo: two builds give byte-identical files.
 
@@ -95,18 +95,18 @@ def degrade(photo: np.ndarray, cfg: Config, rng: np.random.Generator) -> np.ndar
     """The phone-camera model: uint8 RGB photo -> float phone image in 0..1 (before JPEG)."""
     from scipy.ndimage import gaussian_filter
 
-    x = _to_linear(photo.astype(np.float64) / 255.0) * cfg.deg_exposure
-    x = x * np.array([cfg.deg_wb_red, 1.0, cfg.deg_wb_blue])
-    if cfg.deg_blur_sigma > 0:
-        x = gaussian_filter(x, sigma=(cfg.deg_blur_sigma, cfg.deg_blur_sigma, 0))
+    x = _to_linear(photo.astype(np.float64) / 255.0) * cfg.mini.exposure
+    x = x * np.array([cfg.mini.wb_red, 1.0, cfg.mini.wb_blue])
+    if cfg.mini.blur_sigma > 0:
+        x = gaussian_filter(x, sigma=(cfg.mini.blur_sigma, cfg.mini.blur_sigma, 0))
     h, w = x.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w]
     r2 = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2
-    x = x * (1.0 - cfg.deg_vignette * r2[..., None] / 2.0)  # corners: r2 = 2
-    sigma = np.sqrt(cfg.deg_noise_shot * np.clip(x, 0, None) + cfg.deg_noise_read)
-    x = np.clip(x + rng.standard_normal(x.shape) * sigma, 0.0, 1.0) ** cfg.deg_gamma
+    x = x * (1.0 - cfg.mini.vignette * r2[..., None] / 2.0)  # corners: r2 = 2
+    sigma = np.sqrt(cfg.mini.noise_shot * np.clip(x, 0, None) + cfg.mini.noise_read)
+    x = np.clip(x + rng.standard_normal(x.shape) * sigma, 0.0, 1.0) ** cfg.mini.gamma
     luma = (x * np.array([0.2126, 0.7152, 0.0722])).sum(-1, keepdims=True)
-    x = luma + cfg.deg_saturation * (x - luma)
+    x = luma + cfg.mini.saturation * (x - luma)
     return _to_srgb(x)
 
 
@@ -186,7 +186,7 @@ def _swap_in(tmp: Path, base: Path) -> None:
 def _build_into(base: Path, cfg: Config, progress: bool) -> None:
     from tqdm import tqdm
 
-    size, margin = cfg.patch_size, cfg.deg_misalign_px
+    size, margin = cfg.patch_size, cfg.mini.misalign_px
     counters = {"train": 0, "test": 0}
     for index, source in enumerate(
         tqdm(SOURCES, desc="mini dataset", disable=None if progress else True)
@@ -195,12 +195,12 @@ def _build_into(base: Path, cfg: Config, progress: bool) -> None:
         photo = load_photo(source.name)
         phone = _decode_jpeg(
             jpeg_bytes(
-                np.round(degrade(photo, cfg, rng) * 255).astype(np.uint8), cfg.deg_jpeg_quality
+                np.round(degrade(photo, cfg, rng) * 255).astype(np.uint8), cfg.mini.jpeg_quality
             )
         )
         if source.split == "train":
             folder = base / "training_data"
-            corners = patch_corners(*photo.shape[:2], size, cfg.mini_stride, margin)
+            corners = patch_corners(*photo.shape[:2], size, cfg.mini.stride, margin)
         else:
             folder = base / "test_data" / "patches"
             corners = patch_corners(*photo.shape[:2], size, size, margin)  # no overlap

@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -142,3 +143,38 @@ def test_config_does_not_import_tensorflow():
     code = "import sys, dped.config; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_mini_dataset_keys_are_a_section_written_as_mini_dot_key(tmp_path):
+    cfg = Config().replace(**{"mini.stride": 150})
+    assert cfg.mini.stride == 150 and cfg.mini.gamma == Config().mini.gamma
+    assert cfg.replace(mini={"gamma": 2}).mini == replace(cfg.mini, gamma=2.0)
+    assert Config().diff(cfg) == {"mini.stride": (25, 150)}
+    cfg.dump_yaml(tmp_path / "c.yaml")
+    assert (
+        "mini:\n  exposure: 0.8" in cfg.to_yaml() and Config.from_yaml(tmp_path / "c.yaml") == cfg
+    )
+    assert parse_override("mini.stride=7") == ("mini.stride", 7)
+    assert "stride between training patches" in Config.doc("mini.stride")
+
+
+def test_a_config_saved_with_the_old_flat_deg_keys_still_loads(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("deg_gamma: 1.5\nmini_stride: 40\nname: old\n")
+    cfg = Config.from_yaml(path)
+    assert (cfg.name, cfg.mini.gamma, cfg.mini.stride) == ("old", 1.5, 40)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"deg_gama": 1}, "unknown config key 'deg_gama': did you mean 'mini.gamma'?"),
+        ({"mini.strid": 1}, "unknown config key 'mini.strid': did you mean 'mini.stride'?"),
+        ({"mini": {"jpeg_quality": 0}}, "mini.jpeg_quality: expected 1..100, got 0"),
+        ({"mini.stride": "x"}, "mini.stride: expected int, got 'x' \\(str\\)"),
+        ({"mini.stride": 0}, "mini.stride: expected a positive value, got 0"),
+    ],
+)
+def test_mini_section_errors_name_the_dotted_key(change, message):
+    with pytest.raises(ConfigError, match=message):
+        Config().replace(**change)

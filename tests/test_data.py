@@ -175,20 +175,22 @@ def test_degradation_model_steps_follow_the_config():
     photo = np.full((20, 20, 3), 128, np.uint8)
     rng = lambda: np.random.default_rng(0)  # noqa: E731
     neutral = preset("seed").replace(
-        deg_exposure=1.0,
-        deg_gamma=1.0,
-        deg_wb_red=1.0,
-        deg_wb_blue=1.0,
-        deg_saturation=1.0,
-        deg_blur_sigma=0.0,
-        deg_vignette=0.0,
-        deg_noise_shot=0.0,
-        deg_noise_read=0.0,
+        mini={
+            "exposure": 1.0,
+            "gamma": 1.0,
+            "wb_red": 1.0,
+            "wb_blue": 1.0,
+            "saturation": 1.0,
+            "blur_sigma": 0.0,
+            "vignette": 0.0,
+            "noise_shot": 0.0,
+            "noise_read": 0.0,
+        }
     )
     np.testing.assert_allclose(minidata.degrade(photo, neutral, rng()), 128 / 255, atol=1e-6)
-    warm = minidata.degrade(photo, neutral.replace(deg_wb_red=1.2), rng())
+    warm = minidata.degrade(photo, neutral.replace(**{"mini.wb_red": 1.2}), rng())
     assert warm[..., 0].mean() > warm[..., 1].mean()
-    vignetted = minidata.degrade(photo, neutral.replace(deg_vignette=0.5), rng())
+    vignetted = minidata.degrade(photo, neutral.replace(**{"mini.vignette": 0.5}), rng())
     assert vignetted[0, 0].mean() < vignetted[10, 10].mean()
-    noisy = minidata.degrade(photo, neutral.replace(deg_noise_shot=0.01), rng())
+    noisy = minidata.degrade(photo, neutral.replace(**{"mini.noise_shot": 0.01}), rng())
     assert noisy.std() > 0.01

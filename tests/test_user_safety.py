@@ -66,7 +66,7 @@ def test_a_real_dped_folder_survives_dped_data_with_every_shipped_config(tmp_pat
     real = tmp_path / "dped" / "iphone"
     before = digest(real)
     result = run(
-        ["data", "--config", str(REPO / "experiments" / config), "--set", "mini_stride=150"],
+        ["data", "--config", str(REPO / "experiments" / config), "--set", "mini.stride=150"],
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
@@ -76,7 +76,7 @@ def test_a_real_dped_folder_survives_dped_data_with_every_shipped_config(tmp_pat
 
 def test_dped_data_replaces_only_its_own_build(tmp_path):
     out = tmp_path / "minis"
-    args = ["data", "--set", "mini_stride=150", "--out", str(out)]
+    args = ["data", "--set", "mini.stride=150", "--out", str(out)]
     assert run(args).returncode == 0
     built = digest(out / "mini")
     (out / "mini" / "training_data" / "mini" / "0.jpg").write_bytes(b"stale")
