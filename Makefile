@@ -42,9 +42,9 @@ parity: setup ## parity numbers against ../shared/reference: the authors' code a
 	$(BIN)/python -m pytest -q tests/test_pretrained.py tests/test_losses.py tests/test_enhance.py \
 		tests/test_seed_parity.py -k "match or reproduces_every_reference or seeds_checkpoint"
 
-lint: setup ## ruff check on dped/ and tests/
-	$(BIN)/ruff check dped tests
-	$(BIN)/ruff format --check dped tests
+lint: setup ## ruff check on dped/, tests/ and benchmarks/
+	$(BIN)/ruff check dped tests benchmarks
+	$(BIN)/ruff format --check dped tests benchmarks
 
 format: setup ## ruff format + import sorting
 	$(BIN)/ruff check --fix --select I dped tests
@@ -53,9 +53,9 @@ format: setup ## ruff format + import sorting
 data: setup ## build the mini dataset (data/dped-mini) and print the identity baseline
 	$(BIN)/dped data --config experiments/cpu.yaml
 
-bench: setup ## pipeline, training-step and enhance speed (BENCH_ARGS=--enhance-only for the last)
-	$(BIN)/python -m dped.bench --weights-dir $(or $(DPED_WEIGHTS_DIR),$(DPED_REFERENCE_DIR)/dped_orig_checkpoints) \
-		--reference-dir $(DPED_REFERENCE_DIR) $(BENCH_ARGS)
+bench: setup ## speed on this machine -> results/bench/<machine>.json + .md (ORIGINAL=aiff22/DPED checkout; BENCH_ARGS="--sections enhance")
+	$(BIN)/python benchmarks/bench.py --weights-dir $(or $(DPED_WEIGHTS_DIR),$(DPED_REFERENCE_DIR)/dped_orig_checkpoints) \
+		--reference-dir $(DPED_REFERENCE_DIR) $(if $(ORIGINAL),--original $(ORIGINAL)) $(BENCH_ARGS)
 
 sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu [WORKERS=2 | SCHEDULER=tcp://host:8786]
 	$(BIN)/dped sweep $(EXP) --profile $(PROFILE) $(EXECUTOR)

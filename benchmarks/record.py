@@ -1,0 +1,97 @@
+"""Where benchmark numbers go: results/bench/<machine>.json and a markdown table beside it.
+
+A record holds the machine (CPU model, cores, native bfloat16, versions) and one list of rows
+per section; every number in it was measured by benchmarks/bench.py in that run. The README
+links the generated markdown and copies no figure by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    import tensorflow as tf
+
+    import dped
+    from dped.forward import bfloat16_native
+
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "bfloat16_native": bfloat16_native(),
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+        "tensorflow": tf.__version__,
+        "dped": dped.__version__,
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def machine_slug(info: dict) -> str:
+    """A file name for this kind of machine: CPU model and core count."""
+    words = re.sub(r"\((r|tm)\)|processor|\d+-core", "", info["cpu"].lower())
+    return re.sub(r"[^a-z0-9]+", "-", words).strip("-") + f"-{info['cores']}c"
+
+
+def write(sections: dict[str, list[dict]], out_dir: Path, info: dict) -> Path:
+    """Merge `sections` into <out_dir>/<machine>.json (sections not run keep their last
+    measurement, each with its own date) and rewrite the markdown; returns the JSON path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{machine_slug(info)}.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"sections": {}}
+    record["machine"] = info
+    for name, rows in sections.items():
+        record["sections"][name] = {"date": info["date"], "rows": rows}
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    path.with_suffix(".md").write_text(markdown(record))
+    return path
+
+
+def markdown(record: dict) -> str:
+    info = record["machine"]
+    lines = [
+        f"# Benchmarks on {info['cpu']}, {info['cores']} cores",
+        "",
+        f"TensorFlow {info['tensorflow']}, dped {info['dped']}, Python {info['python']}; native "
+        f"bfloat16: {'yes' if info['bfloat16_native'] else 'no'}; GPUs: "
+        f"{', '.join(info['gpus']) or 'none'}. Written by `make bench` (benchmarks/bench.py); "
+        "every figure was measured in the run dated under its section.",
+    ]
+    for name, section in record["sections"].items():
+        lines += ["", f"## {name}", "", f"measured {section['date']}", ""]
+        lines += table(section["rows"])
+    return "\n".join(lines) + "\n"
+
+
+def table(rows: list[dict]) -> list[str]:
+    if not rows:
+        return ["(no rows)"]
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+    return lines
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)

@@ -1,0 +1,52 @@
+"""benchmarks/: the numbers it writes are measured in the run and land in JSON and markdown."""
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_bench_writes_the_measured_section_and_the_machine_to_json_and_markdown(tmp_path):
+    out = tmp_path / "bench"
+    args = ["--sections", "pipeline", "--synthetic-pairs", "120", "--out", str(out)]
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench.py"), *args],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (path,) = out.glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
+    rows = record["sections"]["pipeline"]["rows"]
+    synthetic = [r for r in rows if r["dataset"] == "synthetic 120"]
+    assert len(synthetic) == 1 and synthetic[0]["pairs/s"] > 0
+    table = path.with_suffix(".md").read_text()
+    assert f"# Benchmarks on {record['machine']['cpu']}" in table
+    assert "| dataset | pairs/s | validation s |" in table and "| synthetic 120 |" in table
+
+
+def test_a_second_run_keeps_the_sections_it_did_not_measure(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import record
+
+    info = {
+        "cpu": "Test CPU (R) 8-Core Processor",
+        "cores": 2,
+        "bfloat16_native": False,
+        "gpus": [],
+        "tensorflow": "x",
+        "dped": "y",
+        "python": "z",
+        "date": "d1",
+    }
+    record.write({"a": [{"x": 1.5}]}, tmp_path, info)
+    path = record.write({"b": [{"y": 2}]}, tmp_path, {**info, "date": "d2"})
+    assert path.name == "test-cpu-2c.json"
+    sections = json.loads(path.read_text())["sections"]
+    assert sections == {
+        "a": {"date": "d1", "rows": [{"x": 1.5}]},
+        "b": {"date": "d2", "rows": [{"y": 2}]},
+    }
