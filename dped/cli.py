@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument(
         "--fast",
         action="store_true",
-        help="bfloat16 convolutions where the CPU has them (2.7x faster here, ~60 dB from float32)",
+        help="bfloat16 convolutions where the CPU has them (faster; a PSNR target of 38 dB or more against float32)",
     )
     en.set_defaults(func=_enhance_command)
     ex = sub.add_parser("export", help="export a model to TensorFlow Lite for phones")

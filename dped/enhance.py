@@ -27,10 +27,9 @@ from dped.images import (  # noqa: F401 (load_image, save_image: part of this AP
 )
 
 # Tiles of 448 keep every graph's input within 484x484 (the original's 18 px of context on each
-# side). TensorFlow's oneDNN allocator pools what the largest graph needed and keeps it: a
-# 484x484 pass pooled 274 MB here, a 512x512 one 429 MB, the difference between a 12 MP photo
-# fitting 1.5 GB with a margin or not. --tile 512 runs 512x512 photos in one pass, faster for
-# the original models (no statistics passes).
+# side). TensorFlow's oneDNN allocator pools what the largest graph needed and keeps it, so the
+# largest window sets the peak memory of a whole folder of photos. --tile 512 runs 512x512
+# photos in one pass, faster for the original models (no statistics passes).
 DEFAULT_TILE = 448
 
 _FAST = weakref.WeakKeyDictionary()
@@ -67,7 +66,7 @@ def _windows(image: np.ndarray, tile: int, pad: int, rows=None):
 def one_pass(fast: FastGenerator, shape: tuple[int, ...], tile: int) -> bool:
     """Whether an image this size runs whole: when it has no more pixels than a tile's window.
     Then no graph ever holds larger activations than a window's, so the allocator's pooled
-    buffers fit every image of a batch (mixed sizes otherwise grew the peak by ~200 MB). An
+    buffers fit every image of a batch (mixed sizes otherwise grow the peak). An
     instance-norm TFLite model always does: it has no graphs for the statistics passes."""
     if fast.whole_image_only:
         return True

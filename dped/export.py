@@ -26,8 +26,9 @@ from dped.models import InstanceNormalization
 QUANTIZATIONS = ("none", "float16", "int8")
 CALIBRATION_PATCH = 256  # side of the crops int8 calibration reads from the user's photos
 CALIBRATION_IMAGES = 64
-# An instance-norm model runs on the whole image, and the TFLite interpreter keeps its
-# activations: 10.1 GB peak at 1536x2048 for iphone_orig here, about 3.3 kB per pixel.
+# An instance-norm model runs on the whole image, and the TFLite interpreter keeps all its
+# activations: a memory model of the interpreter's arena per input pixel (the peak RSS rows of
+# `make bench`'s tflite section show it), against a budget that leaves the machine usable.
 WHOLE_IMAGE_BYTES_PER_PIXEL = 3300
 WHOLE_IMAGE_BUDGET = 4 * 2**30
 
@@ -64,8 +65,8 @@ def mobile_graph(generator: keras.Model) -> keras.Model:
 
 # int8 keeps these in float32: the instance norms' statistics and scaling, the residual
 # additions and the input's centring. Quantised, the norms' means and variances over a whole
-# image lose the small differences the next layer amplifies: 28.9 dB from float32 instead of
-# 42.3 dB for iphone_orig (make bench measures each model).
+# image lose the small differences the next layer amplifies (tests/test_export.py holds each
+# reference model's int8 output to its PSNR target against float32).
 FLOAT_IN_INT8 = ["MEAN", "SQUARED_DIFFERENCE", "RSQRT", "SUB", "MUL", "ADD"]
 
 

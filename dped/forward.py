@@ -1,10 +1,10 @@
 """The generator's forward pass for inference, as traced TensorFlow graphs.
 
-The same math as `models.build_generator`, arranged for the CPU (timings at 512x512, float32):
+The same math as `models.build_generator`, arranged for the CPU:
 - the 9x9 64->3 output convolution runs as a 1x9 64->27 convolution and nine row-shifted adds:
-  oneDNN reaches ~57 GFLOP/s with 3 output channels, ~240 with 27 (143 -> 50 ms);
+  oneDNN convolutions with 3 output channels run far below its rate with 27;
 - instance norm takes its row sums from a batched matrix product (multi-threaded) and applies
-  scale, shift, ReLU and the residual add in one XLA-fused pass (58 -> ~30 ms per norm);
+  scale, shift, ReLU and the residual add in one XLA-fused pass;
 - a convolution followed by instance norm skips its bias: the mean subtraction cancels it.
 
 Statistics are inputs of the traced graphs, not constants, so exact tiled mode (`dped.enhance`)
