@@ -1,8 +1,10 @@
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import photo, random_generator
 from PIL import Image
 
 from dped.cli import main
@@ -24,6 +26,18 @@ def test_tiles_match_the_whole_image_for_norm_free_generators(seed_generator, si
         assert tile < receptive_radius(seed_generator) == 14  # a tile smaller than its overlap
     tiled = enhance_image(seed_generator, image, tile=tile)
     assert np.abs(tiled - whole).max() <= 1e-5
+
+
+@pytest.mark.parametrize("size, tile", [((301, 257), 96), ((57, 45), 12)])
+def test_exact_tiles_of_an_instance_norm_generator_equal_one_pass(size, tile):
+    generator = random_generator()
+    image = np.random.default_rng(4).random((*size, 3), dtype=np.float32)
+    image = (image + photo((301, 257))[: size[0], : size[1]] / 255).astype(np.float32) / 2
+    if tile == 12:
+        assert tile < receptive_radius(generator) == 18  # a tile smaller than its overlap
+    tiled = enhance_image(generator, image, tile=tile)
+    whole = np.asarray(generator(image[None]))[0]
+    assert np.abs(whole).max() > 0.1 and np.abs(tiled - whole).max() <= 1e-4
 
 
 @pytest.mark.parametrize("size, tile", [((301, 257), 96), ((57, 45), 12)])
@@ -85,58 +99,69 @@ def test_cli_raw_reproduces_every_reference_output(reference, tmp_path, parity, 
             assert error <= 1e-4, (name, mode)
 
 
-def test_inputs_a_user_really_has(tmp_path, capsys):
-    from dped.training import DPEDModel  # noqa: F401  (keeps TF warm for the run folder below)
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory, run_folder):
+    """A folder as users have them, enhanced once with a run folder of ours: (src, out,
+    exit status, stderr lines)."""
+    import contextlib
+    import io
 
-    src = tmp_path / "in"
-    src.mkdir()
+    src, out = tmp_path_factory.mktemp("in"), tmp_path_factory.mktemp("out") / "enhanced"
     rng = np.random.default_rng(1)
-    iio.imwrite(src / "deep.png", np.full((40, 30), 30000, dtype=np.uint16))  # 16-bit PNG
+    iio.imwrite(src / "deep.png", np.full((40, 30), 30000, dtype=np.uint16))  # 16-bit gray PNG
     iio.imwrite(src / "gray.png", rng.integers(0, 255, (30, 40), dtype=np.uint8))
     iio.imwrite(src / "deep.jpg", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))  # same stem
     (src / "deep.xmp").write_text("<x:xmpmeta/>")  # a sidecar: skipped, not an error
-    rgba = rng.integers(0, 255, (30, 30, 4), dtype=np.uint8)
-    iio.imwrite(src / "alpha.png", rgba)
+    iio.imwrite(src / "alpha.png", rng.integers(0, 255, (30, 30, 4), dtype=np.uint8))
     (src / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     exif = Image.new("RGB", (40, 20), (200, 10, 10)).getexif()
     exif[0x0112] = 6  # rotate 90 degrees on display
     Image.new("RGB", (40, 20), (200, 10, 10)).save(src / "rotated.jpg", exif=exif)
-    run = tmp_path / "run"
-    run.mkdir()
-    from dped.config import preset
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        status = main(["enhance", str(src), "--model", str(run_folder), "--out", str(out)])
+    return src, out, status, err.getvalue().strip().splitlines()
 
-    preset("seed").dump_yaml(run / "config.yaml")
-    import tensorflow as tf
 
-    from dped.models import generator_from_config
-
-    tf.train.Checkpoint(generator=generator_from_config(preset("seed"))).save(
-        str(run / "checkpoints" / "ckpt")
-    )
-    out = tmp_path / "out"
-    assert main(["enhance", str(src), "--model", str(run), "--out", str(out)]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "skipped 1 non-image file(s): deep.xmp" in err[0]
+def test_a_folder_run_lists_skipped_sidecars_and_each_unreadable_file_on_one_line(user_folder):
+    _, _, status, err = user_folder
+    assert status == 1 and len(err) == 2
+    assert "skipped 1 non-image file(s): deep.xmp" in err[0]
     assert "broken.jpg" in err[1] and "cannot decode as an image" in err[1]
-    assert {p.name for p in out.iterdir()} == {
-        *("deep_png.png", "deep_jpg.png", "gray.png", "alpha.png", "rotated.png")
-    }
-    one = ["enhance", str(src / "gray.png"), "--model", str(run / "checkpoints" / "ckpt-1")]
-    assert main([*one, "--out", str(tmp_path / "by_prefix")]) == 0  # a checkpoint of ours
-    by_prefix = iio.imread(tmp_path / "by_prefix" / "gray.png")
-    assert np.array_equal(by_prefix, iio.imread(out / "gray.png"))
-    assert load_image(src / "deep.png")[2] == 16
-    np.testing.assert_allclose(load_image(src / "deep.png")[0], 30000 / 65535, rtol=1e-6)
+
+
+def test_every_readable_photo_is_written_and_same_stems_get_distinct_names(user_folder):
+    _, out, _, _ = user_folder
+    names = {p.name for p in out.iterdir()}
+    assert names == {"deep_png.png", "deep_jpg.png", "gray.png", "alpha.png", "rotated.png"}
+
+
+def test_a_16_bit_png_is_read_as_16_bit_and_written_as_16_bit(user_folder):
     import imagecodecs  # imageio's Pillow plugin would read 16-bit RGB as 8-bit
 
-    deep_out = imagecodecs.png_decode((out / "deep_png.png").read_bytes())
-    assert deep_out.shape == (40, 30, 3) and deep_out.dtype == np.uint16  # depth kept
+    src, out, _, _ = user_folder
+    pixels, _, depth = load_image(src / "deep.png")
+    assert depth == 16 and np.allclose(pixels, 30000 / 65535, rtol=1e-6)
+    written = imagecodecs.png_decode((out / "deep_png.png").read_bytes())
+    assert written.shape == (40, 30, 3) and written.dtype == np.uint16
+
+
+def test_gray_becomes_rgb_alpha_is_put_back_and_exif_rotation_applied(user_folder):
+    src, out, _, _ = user_folder
     assert iio.imread(out / "gray.png").shape == (30, 40, 3)
     alpha = iio.imread(out / "alpha.png")
-    assert alpha.shape == (30, 30, 4) and np.array_equal(alpha[..., 3], rgba[..., 3])
+    assert alpha.shape == (30, 30, 4)
+    assert np.array_equal(alpha[..., 3], iio.imread(src / "alpha.png")[..., 3])
     assert iio.imread(out / "rotated.png").shape == (40, 20, 3)
+
+
+def test_a_checkpoint_prefix_of_ours_enhances_as_its_run_folder(user_folder, run_folder, tmp_path):
+    src, out, _, _ = user_folder
+    prefix = run_folder / "checkpoints" / "ckpt-1"
+    args = ["enhance", str(src / "gray.png"), "--model", str(prefix), "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert np.array_equal(iio.imread(tmp_path / "gray.png"), iio.imread(out / "gray.png"))
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no partial files
-    assert load_image(src / "rotated.jpg")[0].shape == (40, 20, 3)
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -188,23 +213,44 @@ def test_palette_gray_alpha_and_webp_inputs(tmp_path):
     assert depth == 8 and np.array_equal(np.rint(rgb * 255).astype(np.uint8), colours)
 
 
-def test_before_after_jpeg_and_the_fast_flag(tmp_path, reference):
+def test_before_after_jpeg_and_the_fast_flag(tmp_path, authors_checkpoints):
     from dped.forward import bfloat16_native
 
-    face = iio.imread(reference / "in_astronaut_crop_64x96.png")[:30, :20]
-    photo = np.concatenate([face, np.full((30, 20, 1), 128, np.uint8)], -1)  # RGBA
-    iio.imwrite(tmp_path / "p.png", photo)
+    weights_dir, _ = authors_checkpoints
+    rgba = np.concatenate([photo((30, 20)), np.full((30, 20, 1), 128, np.uint8)], -1)
+    iio.imwrite(tmp_path / "p.png", rgba)
     args = ["enhance", str(tmp_path / "p.png"), "--model", "sony_orig", "--out"]
-    weights = ["--weights-dir", str(reference / "dped_orig_checkpoints")]
+    weights = ["--weights-dir", str(weights_dir)]
     assert main([*args, str(tmp_path / "ba"), *weights, "--before-after", "--format", "jpg"]) == 0
     side = iio.imread(tmp_path / "ba" / "p.jpg")
     assert side.shape == (30, 40, 3)  # JPEG: no alpha; phone on the left
-    assert np.abs(side[:, :20].astype(int) - photo[..., :3]).mean() < 8
+    assert np.abs(side[:, :20].astype(int) - rgba[..., :3]).mean() < 8
     assert main([*args, str(tmp_path / "fast"), *weights, "--fast", "--raw"]) == 0
     assert main([*args, str(tmp_path / "exact"), *weights, "--raw"]) == 0
     fast, exact = (np.load(tmp_path / d / "p.npy") for d in ("fast", "exact"))
     assert (np.abs(fast - exact).max() > 0) == bfloat16_native()
     assert np.abs(fast - exact).max() < 0.05
+
+
+def test_enhance_raw_is_the_loaded_generators_output_for_both_checkpoint_formats(
+    tmp_path, authors_checkpoints, seed_checkpoint
+):
+    iio.imwrite(tmp_path / "p.png", photo((40, 56)))
+    image = photo((40, 56))[None].astype(np.float32) / 255
+    weights_dir, generators = authors_checkpoints
+    seed_folder, seed = seed_checkpoint
+    for model, generator in (
+        (str(weights_dir / "iphone_orig"), generators["iphone_orig"]),
+        (str(seed_folder / "DPED"), seed),
+        (str(seed_folder), seed),  # the folder as the seed saves it: checkpoint/<phone>/
+    ):
+        out = tmp_path / Path(model).name
+        assert (
+            main(["enhance", str(tmp_path / "p.png"), "--model", model, "--raw", "--out", str(out)])
+            == 0
+        )
+        raw = np.load(out / "p.npy")
+        assert np.abs(raw - np.asarray(generator(image))[0]).max() <= 1e-5, model
 
 
 def test_decoder_follows_the_content_and_errors_say_what_failed(tmp_path):

@@ -2,6 +2,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import photo, random_generator
 
 from dped.enhance import pooled_moments
 from dped.forward import FastGenerator, channel_moments
@@ -54,6 +55,14 @@ def test_pooled_moments_equal_the_moments_of_the_union():
     union = np.concatenate(parts)
     np.testing.assert_allclose(pooled[0], union.mean(0), rtol=1e-12)
     np.testing.assert_allclose(pooled[1], union.var(0), rtol=1e-12)
+
+
+def test_bfloat16_fast_mode_stays_above_38_db_on_a_photograph():
+    generator = random_generator()
+    image = photo((256, 256))[None].astype(np.float32) / 255
+    exact = FastGenerator(generator).one_pass(image).numpy()
+    fast = FastGenerator(generator, "bfloat16").one_pass(image).numpy()
+    assert 38 <= float(psnr(fast, exact)) < 120  # < 120: bfloat16 really changed the arithmetic
 
 
 @pytest.mark.parametrize("model", ["iphone_orig", "sony_orig"])

@@ -49,12 +49,18 @@ def test_content_matches_the_original_with_the_fake_vgg(set_a, fake_vgg_mat, par
     check(parity, "content", losses.content_loss(features_e, features_d), golden["content"], 1e-3)
 
 
-def test_gauss_kernel_is_the_original_21x21():
+def test_gauss_kernel_is_the_originals_square_root_of_binned_normal_probabilities():
+    from scipy.stats import norm
+
     kernel = losses.gauss_kernel(21, 3, 3)
-    assert kernel.shape == (21, 21, 3, 1)
-    np.testing.assert_allclose(kernel[..., 0, 0].sum(), 1.0, rtol=1e-6)
-    np.testing.assert_array_equal(kernel[..., 0, 0], kernel[..., 0, 0].T)
-    assert kernel[10, 10, 0, 0] == kernel[..., 0, 0].max()
+    assert kernel.shape == (21, 21, 3, 1) and np.array_equal(kernel[..., 0, 0], kernel[..., 2, 0])
+    # The original: 21 equal bins over +-(3 + half a bin) of a unit normal, sqrt of the outer
+    # product of the bin probabilities, normalised (computed here through scipy's CDF).
+    bins = np.diff(norm.cdf(np.linspace(-3 - 7 / 42, 3 + 7 / 42, 22)))
+    want = np.sqrt(np.outer(bins, bins))
+    np.testing.assert_allclose(kernel[..., 0, 0], want / want.sum(), rtol=1e-5)
+    gaussian = np.outer(bins, bins) / np.outer(bins, bins).sum()
+    assert kernel[10, 10, 0, 0] < 0.6 * gaussian[10, 10]  # the square root: a wider blur
 
 
 def test_losses_vanish_where_they_should():

@@ -32,9 +32,24 @@ def test_all_reference_outputs_match(reference, parity):
         assert error <= 1e-4, out_name
 
 
-def test_weights_dir_from_environment(reference, monkeypatch):
-    monkeypatch.setenv("DPED_WEIGHTS_DIR", str(reference / "dped_orig_checkpoints"))
-    assert resolve_checkpoint("sony_orig").name == "sony_orig"
+def test_weights_dir_from_environment(authors_checkpoints, monkeypatch):
+    folder, _ = authors_checkpoints
+    monkeypatch.setenv("DPED_WEIGHTS_DIR", str(folder))
+    assert resolve_checkpoint("sony_orig") == folder / "sony_orig"
+
+
+def test_both_checkpoint_formats_load_every_weight(authors_checkpoints, seed_checkpoint):
+    folder, generators = authors_checkpoints
+    seed_folder, seed = seed_checkpoint
+    image = np.random.default_rng(5).random((1, 33, 41, 3), dtype=np.float32)
+    for loaded, source in (
+        (original_generator("iphone_orig", folder), generators["iphone_orig"]),
+        (original_generator(str(seed_folder)), seed),
+    ):
+        assert loaded.spec == source.spec
+        for a, b in zip(loaded.weights, source.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_allclose(loaded(image), source(image), atol=1e-6)
 
 
 def test_missing_weights_dir_says_where_to_get_them(monkeypatch):
@@ -54,7 +69,8 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         original_generator(str(tmp_path / "broken"))
 
 
-def test_checkpoint_needs_the_paper_generator(reference):
+def test_checkpoint_needs_the_paper_generator(authors_checkpoints):
+    folder, _ = authors_checkpoints
     seed_generator = build_generator("none", "conv1x1")
     with pytest.raises(CheckpointError, match="needs a generator with norm='instance'"):
-        load_original_weights(seed_generator, reference / "dped_orig_checkpoints" / "iphone_orig")
+        load_original_weights(seed_generator, folder / "iphone_orig")

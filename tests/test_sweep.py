@@ -172,9 +172,11 @@ def test_verdicts_need_more_than_noise():
     assert report.verdict(0.5, float("nan"), 1) == "undecided (1 seed)"
 
 
-def test_sweep_cli_errors(tmp_path, capsys):
-    assert sweep.main([str(tmp_path / "missing.yaml")]) == 2
-    assert "error" in capsys.readouterr().err
+def test_a_missing_experiment_file_is_one_line_naming_it_and_exit_status_2(tmp_path, capsys):
+    missing = tmp_path / "missing.yaml"
+    assert sweep.main([str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dped sweep: error:") and str(missing) in err[0]
 
 
 def test_summary_cells_say_one_seed_and_undefined_values_instead_of_nan():

@@ -19,8 +19,6 @@ import pytest
 import yaml
 from conftest import REPO, make_dataset
 
-from dped.config import preset
-
 DPED = [sys.executable, "-m", "dped.cli"]
 # The user's environment: no smoke mode (that is for nbval) and no debug tracebacks.
 ENV = {k: v for k, v in os.environ.items() if k not in ("DPED_SMOKE", "DPED_DEBUG")}
@@ -99,20 +97,6 @@ def photo(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def run_folder(tmp_path_factory):
-    """A run folder of ours with a seed generator checkpoint (no training needed)."""
-    import tensorflow as tf
-
-    from dped.models import generator_from_config
-
-    folder = tmp_path_factory.mktemp("run")
-    preset("seed").dump_yaml(folder / "config.yaml")
-    generator = generator_from_config(preset("seed"))
-    tf.train.Checkpoint(generator=generator).save(str(folder / "checkpoints" / "ckpt"))
-    return folder
-
-
 def test_enhance_errors_are_one_line_each(tmp_path, photo, run_folder):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -140,7 +124,9 @@ def test_enhance_errors_are_one_line_each(tmp_path, photo, run_folder):
     assert result.returncode == 0 and (tmp_path / "o" / "photo.png").read_bytes() == before
 
 
-def test_a_truncated_checkpoint_is_a_one_line_error(tmp_path, photo, run_folder, reference):
+def test_a_truncated_checkpoint_is_a_one_line_error(
+    tmp_path, photo, run_folder, authors_checkpoints
+):
     ours = tmp_path / "run"
     shutil.copytree(run_folder, ours)
     (data,) = (ours / "checkpoints").glob("ckpt-1.data-*")
@@ -149,7 +135,7 @@ def test_a_truncated_checkpoint_is_a_one_line_error(tmp_path, photo, run_folder,
     assert_one_line_error(result, "cannot restore checkpoint", str(ours))
 
     for suffix in (".index", ".data-00000-of-00001"):
-        shutil.copy(reference / "dped_orig_checkpoints" / f"iphone_orig{suffix}", tmp_path)
+        shutil.copy(authors_checkpoints[0] / f"iphone_orig{suffix}", tmp_path)
     theirs = tmp_path / "iphone_orig.data-00000-of-00001"
     theirs.write_bytes(theirs.read_bytes()[:1000])
     result = run(

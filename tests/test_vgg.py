@@ -6,8 +6,8 @@ from dped import vgg
 
 
 @pytest.fixture(scope="module")
-def mat_weights(fake_vgg_mat):
-    return vgg.load_mat(fake_vgg_mat)
+def mat_weights(vgg_mat):
+    return vgg.load_mat(vgg_mat)
 
 
 def write_keras_h5(path, weights):
@@ -25,10 +25,11 @@ def write_keras_h5(path, weights):
             group[keys[0]], group[keys[1]] = kernel, bias
 
 
-def test_mat_loader_transposes_matconvnet_kernels(fake_vgg_mat, mat_weights):
+def test_mat_loader_transposes_matconvnet_kernels(vgg_mat, mat_weights):
     import scipy.io
 
-    raw_kernel = scipy.io.loadmat(fake_vgg_mat)["layers"][0][0][0][0][0][0][0]
+    raw_kernel = scipy.io.loadmat(vgg_mat)["layers"][0][0][0][0][0][0][0]
+    assert not np.array_equal(raw_kernel, raw_kernel.transpose(1, 0, 2, 3))  # it can tell
     np.testing.assert_array_equal(mat_weights["conv1_1"][0], raw_kernel.transpose(1, 0, 2, 3))
     assert set(mat_weights) == set(vgg.CONV_LAYERS) and len(vgg.CONV_LAYERS) == 16
 
@@ -104,3 +105,8 @@ def test_random_weights_only_when_asked_and_flagged():
 def test_unknown_content_layer():
     with pytest.raises(ValueError, match="content_layer: expected a VGG-19 layer"):
         vgg.build_vgg(vgg.random_weights(), "relu6_1")
+
+
+def test_the_reference_fake_mat_file_loads(fake_vgg_mat):
+    weights = vgg.load_mat(fake_vgg_mat)
+    assert weights["conv5_4"][0].shape == (3, 3, 512, 512)
