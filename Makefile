@@ -39,8 +39,7 @@ test: setup data ## pytest (parity with the original code included) + nbval on n
 		--nbval-cell-timeout=600 notebooks
 
 parity: setup ## parity numbers against ../shared/reference: the authors' code and the seed's
-	$(BIN)/python -m pytest -q tests/test_pretrained.py tests/test_losses.py tests/test_enhance.py \
-		tests/test_seed_parity.py -k "match or reproduces_every_reference or seeds_checkpoint"
+	$(BIN)/python -m pytest -q -m parity tests
 
 lint: setup ## ruff check on dped/, tests/ and benchmarks/
 	$(BIN)/ruff check dped tests benchmarks
