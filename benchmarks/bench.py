@@ -175,17 +175,18 @@ def _enhance_generator(model: str, weights_dir: str | None):
 
 def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir) -> dict:
     """One generator at one size and precision: seconds of `enhance_image` after a warm-up."""
-    from dped.enhance import DEFAULT_TILE, enhance_image, fast_generator, one_pass
+    from dped.inference.graphs import inference_graphs
+    from dped.inference.tiling import DEFAULT_TILE, enhance_image, runs_whole
 
     generator, name = _enhance_generator(model, weights_dir)
-    fast = fast_generator(generator, precision)
+    fast = inference_graphs(generator, precision)
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     tile = 512 if max(size) <= 512 else DEFAULT_TILE  # --tile 512: a 512x512 photo in one pass
     enhance_image(fast, image, tile)  # traces the graphs and compiles the tile shapes
     start = time.perf_counter()
     enhance_image(fast, image, tile)
     seconds = time.perf_counter() - start
-    mode = "one pass" if one_pass(fast, size, tile) else f"tiles {tile}"
+    mode = "one pass" if runs_whole(fast, size, tile) else f"tiles {tile}"
     return {
         "generator": name,
         "size": f"{size[0]}x{size[1]}",
@@ -259,7 +260,8 @@ def fast_mode_psnr(weights_dir: str | None, reference_dir: str | None) -> list[d
     """The bfloat16 fast mode's PSNR against float32 on the reference images, per model."""
     import imageio.v3 as iio
 
-    from dped.enhance import enhance_image
+    from dped.inference.graphs import FastGenerator
+    from dped.inference.tiling import enhance_image
     from dped.metrics import psnr
     from dped.pretrained import ORIGINAL_MODELS, original_generator
 
@@ -271,8 +273,8 @@ def fast_mode_psnr(weights_dir: str | None, reference_dir: str | None) -> list[d
         generator = original_generator(model, weights_dir)
         for path in images:
             image = iio.imread(path)
-            exact = enhance_image(generator, image, 1024)
-            fast = enhance_image(generator, image, 1024, precision="bfloat16")
+            exact = enhance_image(FastGenerator(generator), image, 1024)
+            fast = enhance_image(FastGenerator(generator, "bfloat16"), image, 1024)
             rows.append(
                 {
                     "generator": model,

@@ -29,7 +29,7 @@ def machine() -> dict:
     import tensorflow as tf
 
     import dped
-    from dped.forward import bfloat16_native
+    from dped.inference.graphs import bfloat16_native
 
     return {
         "cpu": cpu_model(),

@@ -40,8 +40,8 @@ def config_docs() -> str:
 def _enhance_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dped.enhance import enhance_files, load_generator
-    from dped.forward import bfloat16_native
+    from dped.inference.driver import enhance_files, load_generator
+    from dped.inference.graphs import bfloat16_native, inference_graphs
 
     precision = "float32"
     if args.fast and bfloat16_native():
@@ -54,17 +54,17 @@ def _enhance_command(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--tile {args.tile}: a tile side in pixels must be positive (default 448)"
         )
-    generator = load_generator(args.model, args.weights_dir)
+    graphs = inference_graphs(load_generator(args.model, args.weights_dir), precision)
     failures = enhance_files(
         args.inputs,
-        generator,
+        graphs,
         Path(args.out),
         args.format,
         args.tile,
         args.raw,
         args.before_after,
-        precision,
         args.overwrite,
+        Path(args.scratch) if args.scratch else None,
     )
     return 1 if failures else 0
 
@@ -174,9 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument(
         "--tile",
         type=int,
-        default=448,  # dped.enhance.DEFAULT_TILE, not imported here: it pulls in TensorFlow
-        help="tile side in pixels (448; images with at most (tile + 2 x context)^2 pixels run in "
-        "one pass: --tile 512 for 512x512 photos)",
+        default=448,  # inference.tiling.DEFAULT_TILE, not imported here: it pulls in TensorFlow
+        help="work unit in pixels (448): a norm-free model's tile side; an instance-norm "
+        "model's bands hold about 2 x tile^2 pixels. Photos that fit run in one pass",
+    )
+    en.add_argument(
+        "--scratch",
+        metavar="DIR",
+        help="folder for an instance-norm model's scratch file on large photos (default: a "
+        "temporary folder in --out; about 1 GB of disk per megapixel, removed afterwards)",
     )
     en.add_argument("--format", choices=["png", "jpg"], default="png")
     en.add_argument("--before-after", action="store_true", help="phone | enhanced side by side")

@@ -113,8 +113,8 @@ def convert(
 def calibration_images(folder: str | Path) -> Iterator[np.ndarray]:
     """Up to CALIBRATION_IMAGES centre crops of CALIBRATION_PATCH pixels from a folder of
     photos (the mini dataset's phone training patches by default): what int8 ranges are fitted on."""
-    from dped.enhance import list_inputs
-    from dped.images import load_image
+    from dped.inference.driver import list_inputs
+    from dped.inference.images import load_image
 
     files, _ = list_inputs([str(folder)])
     if not files:
@@ -149,7 +149,7 @@ def export(
     weights_dir: str | None = None,
 ) -> Path:
     """Export any model `dped enhance` accepts to `out` (.tflite), written atomically."""
-    from dped.enhance import load_generator
+    from dped.inference.driver import load_generator
     from dped.runs import atomic_write
 
     out = Path(out)
@@ -201,7 +201,8 @@ class TFLiteGenerator:
         # Filters are [out, kh, kw, in]; every generator conv has stride 1 and SAME padding.
         self.radius = sum((tensors[o["inputs"][1]]["shape"][1] - 1) // 2 for o in convs)
         self.whole_image_only = any(o["op_name"] == "MEAN" for o in ops_)
-        self.instance, self.channels = [], 0  # no statistics passes: no moments graphs here
+        # No stage graphs: an instance-norm model runs whole, a norm-free one in tiles.
+        self.instance, self.norms, self.streams, self.channels = [], [], False, 0
         self.float_ops = float_ops(ops_, tensors)
         self._shape = None
 
@@ -214,8 +215,8 @@ class TFLiteGenerator:
             raise ValueError(
                 f"{self.path.name} normalises over the whole image, which TFLite holds in memory "
                 f"at once: about {need / 2**30:.1f} GB for {shape[1]}x{shape[2]} (budget "
-                f"{WHOLE_IMAGE_BUDGET / 2**30:.0f} GB); enhance with the Keras model (exact "
-                f"tiles, any size) or a photo of at most {largest:.1f} MP"
+                f"{WHOLE_IMAGE_BUDGET / 2**30:.0f} GB); enhance with the Keras model (streamed, "
+                f"any size) or a photo of at most {largest:.1f} MP"
             )
         if self._shape != tuple(shape):
             it = self.interpreter
@@ -230,9 +231,6 @@ class TFLiteGenerator:
         it.set_tensor(it.get_input_details()[0]["index"], np.ascontiguousarray(x, np.float32))
         it.invoke()
         return it.get_tensor(it.get_output_details()[0]["index"])
-
-    def fixed(self, x: np.ndarray, stats) -> np.ndarray:
-        return self.one_pass(x)
 
 
 def float_ops(ops_, tensors) -> list[str]:

@@ -1,7 +1,7 @@
 """The DPED generator (a fully convolutional ResNet) and the grayscale texture discriminators.
 
 `GeneratorSpec` is the one description of a generator's layers: the Keras builder here, the
-inference graphs (`forward.py`) and the checkpoint loaders (`pretrained.py`) all read it. Layer
+inference graphs (`inference/graphs.py`) and the checkpoint loaders (`pretrained.py`) all read it. Layer
 names follow the authors' graph (`conv1`..`conv12` hold W1..W12, `norm0`..`norm7` the eight
 normalisation layers); each conv also carries its name in the seed's checkpoints (`CONV_1`,
 `resblock_1_CONV_1`, ...).

@@ -8,7 +8,9 @@ from conftest import photo, random_generator
 from PIL import Image
 
 from dped.cli import main
-from dped.enhance import enhance_image, load_image, receptive_radius
+from dped.inference.graphs import FastGenerator, receptive_radius
+from dped.inference.images import load_image
+from dped.inference.tiling import enhance_image
 from dped.models import build_generator
 from dped.pretrained import original_generator
 
@@ -24,7 +26,7 @@ def test_tiles_match_the_whole_image_for_norm_free_generators(seed_generator, si
     whole = np.asarray(seed_generator(image[None]))[0]
     if tile == 10:
         assert tile < receptive_radius(seed_generator) == 14  # a tile smaller than its overlap
-    tiled = enhance_image(seed_generator, image, tile=tile)
+    tiled = enhance_image(FastGenerator(seed_generator), image, tile=tile)
     assert np.abs(tiled - whole).max() <= 1e-5
 
 
@@ -35,7 +37,7 @@ def test_exact_tiles_of_an_instance_norm_generator_equal_one_pass(size, tile):
     image = (image + photo((301, 257))[: size[0], : size[1]] / 255).astype(np.float32) / 2
     if tile == 12:
         assert tile < receptive_radius(generator) == 18  # a tile smaller than its overlap
-    tiled = enhance_image(generator, image, tile=tile)
+    tiled = enhance_image(FastGenerator(generator), image, tile=tile, budget=0)
     whole = np.asarray(generator(image[None]))[0]
     assert np.abs(whole).max() > 0.1 and np.abs(tiled - whole).max() <= 1e-4
 
@@ -47,7 +49,7 @@ def test_exact_mode_matches_one_pass_for_instance_norm(reference, size, tile):
     image = image[200 : 200 + size[0], 150 : 150 + size[1]]
     if tile == 12:
         assert tile < receptive_radius(generator) == 18  # a tile smaller than its overlap
-    tiled = enhance_image(generator, image, tile=tile)
+    tiled = enhance_image(FastGenerator(generator), image, tile=tile, budget=0)
     whole = np.asarray(generator(image[None]))[0]
     assert np.abs(tiled - whole).max() <= 1e-4
 
@@ -69,14 +71,14 @@ def test_atomic_write_leaves_nothing_behind_when_writing_fails(tmp_path):
 
 
 def test_progress_counts_every_graph_run():
-    from dped.enhance import fast_generator, passes
+    from dped.inference.tiling import passes
 
-    generator = build_generator("instance", "tanh", filters=8, res_blocks=1)
+    graphs = FastGenerator(build_generator("instance", "tanh", filters=8, res_blocks=1))
     image = np.random.default_rng(2).random((60, 90, 3), dtype=np.float32)
     calls = []
-    enhance_image(generator, image, tile=32, progress=lambda: calls.append(1))
-    # two instance norms gathered, then the output: 3 passes over 2 x 3 tiles
-    assert len(calls) == passes(fast_generator(generator), image.shape, 32) == 3 * 6
+    enhance_image(graphs, image, tile=32, progress=lambda: calls.append(1), budget=0)
+    # three stages (two instance norms, then the output) over bands of 23, 23 and 14 rows
+    assert len(calls) == passes(graphs, image.shape, 32, budget=0) == 3 * 3
 
 
 @pytest.mark.parametrize("tile", [1024, 200])
@@ -182,7 +184,7 @@ def test_sixteen_bit_rgb_is_read_and_written_at_full_depth(tmp_path):
     import imagecodecs
     import tifffile
 
-    from dped.enhance import save_image
+    from dped.inference.images import save_image
 
     deep = np.random.default_rng(4).integers(0, 65535, (20, 30, 3), dtype=np.uint16)
     (tmp_path / "deep.png").write_bytes(imagecodecs.png_encode(deep))
@@ -214,7 +216,7 @@ def test_palette_gray_alpha_and_webp_inputs(tmp_path):
 
 
 def test_before_after_jpeg_and_the_fast_flag(tmp_path, authors_checkpoints):
-    from dped.forward import bfloat16_native
+    from dped.inference.graphs import bfloat16_native
 
     weights_dir, _ = authors_checkpoints
     rgba = np.concatenate([photo((30, 20)), np.full((30, 20, 1), 128, np.uint8)], -1)
@@ -269,10 +271,13 @@ def test_decoder_follows_the_content_and_errors_say_what_failed(tmp_path):
 def test_never_overwrites_an_input(tmp_path, capsys):
     iio.imwrite(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
     before = (tmp_path / "a.png").read_bytes()
-    from dped.enhance import enhance_files
+    from dped.inference.driver import enhance_files
 
     failures = enhance_files(
-        [str(tmp_path / "a.png")], build_generator("none", "conv1x1"), tmp_path, "png"
+        [str(tmp_path / "a.png")],
+        FastGenerator(build_generator("none", "conv1x1")),
+        tmp_path,
+        "png",
     )
     assert failures == 1 and (tmp_path / "a.png").read_bytes() == before
     assert "would overwrite the input" in capsys.readouterr().err

@@ -7,8 +7,9 @@ from conftest import REPO, dped_cli, make_dataset
 
 from dped import export, training
 from dped.config import Config
-from dped.enhance import enhance_image, load_generator
-from dped.images import load_image
+from dped.inference.driver import load_generator
+from dped.inference.images import load_image
+from dped.inference.tiling import enhance_image
 from dped.models import build_generator
 
 

@@ -4,8 +4,8 @@ import pytest
 import tensorflow as tf
 from conftest import photo, random_generator
 
-from dped.enhance import pooled_moments
-from dped.forward import FastGenerator, channel_moments
+from dped.inference.graphs import FastGenerator, channel_moments
+from dped.inference.tiling import pooled_moments
 from dped.metrics import psnr
 from dped.models import build_generator
 from dped.pretrained import original_generator

@@ -7,8 +7,10 @@ The same math as `models.build_generator`, arranged for the CPU:
   scale, shift, ReLU and the residual add in one XLA-fused pass;
 - a convolution followed by instance norm skips its bias: the mean subtraction cancels it.
 
-Statistics are inputs of the traced graphs, not constants, so exact tiled mode (`dped.enhance`)
-traces each depth once per generator. Weights are read from the Keras variables when a graph
+Statistics are inputs of the traced graphs, not constants, so each graph is traced once per
+generator. For instance-norm generators the `stage` graphs cut the network at its norms: stage i
+turns norm i-1's input rows (and a residual block's skip rows) into norm i's input rows, so that
+`inference.stream` can run a whole photo stage by stage through a scratch file. Weights are read from the Keras variables when a graph
 runs, so a generator trained further is never served stale weights.
 
 `precision='bfloat16'` (the fast mode) runs the convolutions in bfloat16; statistics, the
@@ -57,16 +59,21 @@ def _row_squares(rows, mean):
     return tf.reduce_sum(tf.square(rows - mean), 1)
 
 
-def channel_moments(h):
-    """Per-channel mean and variance of a (1, H, W, C) activation. Row sums in float32 (a
+def channel_moments(h, core=None):
+    """Per-channel mean and variance of a (1, H, W, C) activation, over its rows core[0]:core[1]
+    when given (no sliced copy: rows are summed first, then picked). Row sums in float32 (a
     batched matrix product, multi-threaded), rows summed in float64, the variance centred:
     one float32 sum over a whole 512x512 image moved the original models' output by 9e-5."""
     rows = tf.cast(h, tf.float32)[0]
     height, width = tf.shape(rows)[0], tf.shape(rows)[1]
-    n = tf.cast(height * width, tf.float64)
     row_sums = tf.matmul(tf.ones([height, 1, width], tf.float32), rows)[:, 0]
+    if core is not None:
+        row_sums = row_sums[core[0] : core[1]]
+    n = tf.cast(tf.shape(row_sums)[0] * width, tf.float64)
     mean = tf.cast(tf.reduce_sum(tf.cast(row_sums, tf.float64), 0) / n, tf.float32)
     squares = _row_squares(rows, mean)
+    if core is not None:
+        squares = squares[core[0] : core[1]]
     var = tf.reduce_sum(tf.cast(squares, tf.float64), 0) / n
     return mean, tf.cast(var, tf.float32)
 
@@ -79,7 +86,7 @@ def receptive_radius(generator: keras.Model) -> int:
 class FastGenerator:
     """Inference graphs for a generator built by `models.build_generator` (any norm or head)."""
 
-    whole_image_only = False  # it has moments graphs: instance norms run in exact tiles
+    whole_image_only = False  # it has stage graphs: instance-norm photos of any size stream
 
     def __init__(self, generator: keras.Model, precision: str = "float32"):
         if precision not in PRECISIONS:
@@ -105,35 +112,76 @@ class FastGenerator:
         ]
         self.channels = spec.filters
         self.radius = spec.radius
-        # Context that norm k's input needs: conv1 and the k + 1 convolutions after it.
-        self.norm_radius = [
-            sum((c.size - 1) // 2 for c in spec.convs()[: k + 2]) for k in range(len(self.norms))
-        ]
         image = tf.TensorSpec([1, None, None, 3], tf.float32)
-        stats = tf.TensorSpec([len(self.instance), 2, self.channels], tf.float32)
-        self.one_pass = tf.function(
-            lambda x: self._forward(x), input_signature=[image], autograph=False
+        self.one_pass = tf.function(self._forward, input_signature=[image], autograph=False)
+        self._stages = {}
+        self.streams = len(self.instance) == len(self.norms) > 0
+        sizes = [(c.size - 1) // 2 for c in spec.convs()]
+        # Rows of context each stage reads above and below the rows it writes: the stem and the
+        # first block conv; one conv; the tail convs and the head.
+        self.stage_halo = (
+            [sizes[0] + sizes[1]]
+            + [1] * (len(self.norms) - 1)
+            + [sum(sizes[-len(self.tail) - 1 :])]
         )
-        self.fixed = tf.function(self._forward, input_signature=[image, stats], autograph=False)
-        self._moments = {}
 
-    def moments(self, k: int):
-        """A graph: (window, crop [y0, y1, x0, x1], stats) -> per-channel (mean, variance) of
-        norm `k`'s input over the crop, the instance norms before `k` fixed to `stats`."""
-        if k not in self._moments:
-            spec = [
-                tf.TensorSpec([1, None, None, 3], tf.float32),
-                tf.TensorSpec([4], tf.int32),
-                tf.TensorSpec([len(self.instance), 2, self.channels], tf.float32),
-            ]
+    def stage(self, i: int, skip_out: bool = False):
+        """Streaming stage i of an instance-norm generator: a graph over a band of full-width
+        rows with `stage_halo[i]` rows of context (fewer at the image's edges); `core` =
+        [top, bottom) are the band's own rows in that window. Outputs cover the whole window
+        (the caller keeps the core rows: no sliced copies), float32:
+        - stage 0: (image rows, core) -> (stem output = block 0's skip, norm 0's input, moments);
+        - stage i, 1 <= i < number of norms: (norm i-1's input, skip, stats of norm i-1, core) ->
+          ([the block's output, with `skip_out`,] norm i's input, its moments over the core);
+        - the last stage: (last norm's input, skip, its stats, core) -> the enhanced core rows.
+        """
+        if (i, skip_out) not in self._stages:
+            self._stages[i, skip_out] = self._stage_graph(i, skip_out)
+        return self._stages[i, skip_out]
 
-            @tf.function(input_signature=spec, autograph=False)
-            def moments(x, crop, stats):
-                h = self._forward(x, stats, stop=k)
-                return channel_moments(h[:, crop[0] : crop[1], crop[2] : crop[3]])
+    def _stage_graph(self, i: int, skip_out: bool):
+        last = len(self.norms)
+        rows = tf.TensorSpec([1, None, None, self.channels], tf.float32)
+        core = tf.TensorSpec([2], tf.int32)
+        stat = tf.TensorSpec([2, self.channels], tf.float32)
 
-            self._moments[k] = moments
-        return self._moments[k]
+        def pre_norm(a, i, core):
+            """Norm i's input from the activation before its conv, and its moments."""
+            layer = self.block_convs[i // 2][i % 2]
+            h = tf.cast(self._conv(tf.cast(a, self.dtype), layer, bias=False), tf.float32)
+            return (h, *channel_moments(h, core))
+
+        def normalized(h, skip, stats, k):
+            mean, var = tf.unstack(stats)
+            layer = self.norms[k]
+            terms = (mean, tf.math.rsqrt(var + layer.epsilon), layer.scale, layer.shift)
+            terms = tuple(tf.convert_to_tensor(t) for t in terms)
+            return _normalize_relu_add(h, *terms, skip) if k % 2 else _normalize_relu(h, *terms)
+
+        if i == 0:
+
+            def stage(x, core):
+                stem = self._conv(tf.cast(x - self.offset, self.dtype), self.stem, relu=True)
+                return (tf.cast(stem, tf.float32), *pre_norm(stem, 0, core))
+
+            signature = [tf.TensorSpec([1, None, None, 3], tf.float32), core]
+        elif i < last:
+
+            def stage(h, skip, stats, core):
+                a = normalized(h, skip, stats, i - 1)
+                return ((a,) if skip_out else ()) + pre_norm(a, i, core)
+
+            signature = [rows, rows, stat, core]
+        else:
+
+            def stage(h, skip, stats, core):
+                a = tf.cast(normalized(h, skip, stats, i - 1), self.dtype)
+                for layer in self.tail:
+                    a = self._conv(a, layer, relu=True)
+                return (self._head(a) + self.out_offset)[:, core[0] : core[1]]
+
+            signature = [rows, rows, stat, core]
+        return tf.function(stage, input_signature=signature, autograph=False)
 
     def _conv(self, h, layer, bias: bool = True, relu: bool = False):
         # Grappler fuses conv + bias + relu into one oneDNN call.
@@ -142,15 +190,12 @@ class FastGenerator:
             y = tf.nn.bias_add(y, tf.cast(layer.bias, self.dtype))
         return tf.nn.relu(y) if relu else y
 
-    def _norm_terms(self, i: int, h, stats):
+    def _norm_terms(self, i: int, h):
         """(mean, inv_std, scale, shift), float32 per channel: norm_i(h) =
         (h - mean) * inv_std * scale + shift."""
         layer = self.norms[i]
         if isinstance(layer, InstanceNormalization):
-            if stats is None:
-                mean, var = channel_moments(h)
-            else:
-                mean, var = tf.unstack(stats[self.instance.index(i)])
+            mean, var = channel_moments(h)
             inv_std = tf.math.rsqrt(var + layer.epsilon)
             return (
                 mean,
@@ -174,7 +219,7 @@ class FastGenerator:
         inv_std = tf.math.rsqrt(variance + layer.epsilon)
         return mean, inv_std, tf.convert_to_tensor(layer.gamma), tf.convert_to_tensor(layer.beta)
 
-    def _block(self, block: int, h, stats, stop):
+    def _block(self, block: int, h):
         skip = h
         for half in range(2):
             i = 2 * block + half
@@ -184,21 +229,17 @@ class FastGenerator:
                 continue
             instance = isinstance(self.norms[i], InstanceNormalization)
             h = self._conv(h, layer, bias=not instance)
-            if stop == i:
-                return h, True
-            norm = self._norm_terms(i, h, stats)
+            norm = self._norm_terms(i, h)
             h = _normalize_relu_add(h, *norm, skip) if half == 1 else _normalize_relu(h, *norm)
         if isinstance(self.norms[2 * block + 1], keras.layers.Identity):
             h = h + skip
-        return h, False
+        return h
 
-    def _forward(self, x, stats=None, stop: int | None = None):
-        """The enhanced image (float32), or with `stop=k` the input of norm k."""
+    def _forward(self, x):
+        """The enhanced image (float32)."""
         h = self._conv(tf.cast(x - self.offset, self.dtype), self.stem, relu=True)
         for block in range(self.blocks):
-            h, stopped = self._block(block, h, stats, stop)
-            if stopped:
-                return h
+            h = self._block(block, h)
         for layer in self.tail:
             h = self._conv(h, layer, relu=True)
         return self._head(h) + self.out_offset
@@ -228,3 +269,9 @@ def _row_shift_sum(q, bias, size: int):
     for dy in range(size):
         out = out + q[:, dy : dy + height, :, dy * o : (dy + 1) * o]
     return out
+
+
+def inference_graphs(model, precision: str = "float32"):
+    """The graphs a caller makes once and holds for a run: a FastGenerator for a Keras
+    generator; an exported TFLite model (`export.TFLiteGenerator`) runs as it is."""
+    return FastGenerator(model, precision) if isinstance(model, keras.Model) else model
