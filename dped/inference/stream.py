@@ -112,7 +112,7 @@ def _aligned(shape: tuple[int, ...]) -> np.ndarray:
 def band_rows(shape: tuple[int, ...], tile: int) -> int:
     """Rows per band: about two tiles' worth of pixels, so a band's activations stay as small as
     a tile's whatever the photo's width."""
-    return max(1, min(shape[0], round(2 * tile * tile / shape[1])))
+    return max(1, min(shape[0], round(0.75 * tile * tile / shape[1])))
 
 
 def bands(height: int, rows: int) -> list[tuple[int, int]]:
