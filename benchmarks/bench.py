@@ -186,18 +186,15 @@ def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir)
     start = time.perf_counter()
     enhance_image(fast, image, tile)
     seconds = time.perf_counter() - start
-    mode = "one pass" if runs_whole(fast, size, tile) else f"tiles {tile}"
-    return {
-        "generator": name,
-        "size": f"{size[0]}x{size[1]}",
-        "precision": precision,
-        "mode": mode + (" exact" if fast.instance and mode != "one pass" else ""),
-        "s/image": seconds,
-        "MP/s": size[0] * size[1] / 1e6 / seconds,
-        "GFLOP/s": generator_flops_per_pixel(generator) * size[0] * size[1] / seconds / 1e9,
-        "conv peak GFLOP/s": conv_peak_gflops(precision),
-        "peak RSS GB": peak_rss_gb(),
-    }
+    if runs_whole(fast, size, tile):
+        mode = "one pass"
+    else:
+        mode = "streamed exact" if fast.instance else f"tiles {tile}"
+    flops_px = generator_flops_per_pixel(generator)
+    row = _rate_row(name, size, precision, mode, seconds, peak_rss_gb(), flops_px, "steady")
+    row["conv peak GFLOP/s"] = conv_peak_gflops(precision)
+    row["% of peak"] = 100 * row["GFLOP/s"] / row["conv peak GFLOP/s"]
+    return row
 
 
 def original_case(checkout: str, weights_dir: str, size: tuple[int, int]) -> dict:
@@ -221,39 +218,223 @@ def original_case(checkout: str, weights_dir: str, size: tuple[int, int]) -> dic
 
 
 def enhance(args) -> list[dict]:
+    """Steady-state cases (in a fresh process, after a warm-up run), then whole processes on
+    photo files and a folder's throughput."""
     weights_dir = args.weights_dir or os.environ.get("DPED_WEIGHTS_DIR")
     rows = []
     for size in ENHANCE_SIZES:
-        original = None
         if args.original and weights_dir:
             r = in_fresh_process(original_case, args.original, weights_dir, size)
-            original = r["seconds"]
             rows.append(
-                {
-                    "generator": "authors' code (iphone_orig)",
-                    "size": f"{size[0]}x{size[1]}",
-                    "precision": "float32",
-                    "mode": "one pass",
-                    "s/image": original,
-                    "MP/s": size[0] * size[1] / 1e6 / original,
-                    "peak RSS GB": r["rss_gb"],
-                }
+                _rate_row(
+                    "authors' code (iphone_orig)",
+                    size,
+                    "float32",
+                    "one pass",
+                    r["seconds"],
+                    r["rss_gb"],
+                    None,
+                    "steady",
+                )
             )
         for model in ("original", "seed"):
             for precision in ("float32", "bfloat16"):
-                row = in_fresh_process(enhance_case, model, size, precision, weights_dir)
-                row["% of peak"] = 100 * row["GFLOP/s"] / row["conv peak GFLOP/s"]
-                if original and row["generator"] == "iphone_orig":
-                    row["x authors' code"] = original / row["s/image"]
-                rows.append(row)
-                print(
-                    f"enhance   {row['generator']:26} {row['size']:9} {precision:8} "
-                    f"{row['mode']:15} {row['s/image']:6.2f} s  {row['GFLOP/s']:4.0f} GFLOP/s "
-                    f"({row['% of peak']:.0f}% of peak)  {row['peak RSS GB']:.2f} GB"
-                )
+                rows.append(in_fresh_process(enhance_case, model, size, precision, weights_dir))
+                _print(rows[-1])
+    if weights_dir:
+        rows += whole_processes(args, weights_dir)
+        rows.append(in_fresh_process(folder_throughput, weights_dir, (1536, 2048), 4))
+        _print(rows[-1])
     if not args.original:
         print("(no --original PATH: the authors' code was not timed)")
     return rows + fast_mode_psnr(weights_dir, args.reference_dir)
+
+
+def _rate_row(name, size, precision, mode, seconds, rss_gb, flops_px, timing) -> dict:
+    pixels = size[0] * size[1]
+    row = {
+        "generator": name,
+        "size": f"{size[0]}x{size[1]}",
+        "precision": precision,
+        "mode": mode,
+        "timing": timing,
+        "s/image": seconds,
+        "MP/s": pixels / 1e6 / seconds,
+    }
+    if flops_px:
+        row["GFLOP/s"] = flops_px * pixels / seconds / 1e9
+    row["peak RSS GB"] = rss_gb
+    return row
+
+
+def _print(row: dict) -> None:
+    rate = (
+        f"{row['GFLOP/s']:4.0f} GFLOP/s ({row.get('% of peak', 0):.0f}% of peak)"
+        if "GFLOP/s" in row
+        else ""
+    )
+    print(
+        f"enhance   {row['generator']:28} {row['size']:9} {row['precision']:8} {row['mode']:18} "
+        f"{row['timing']:13} {row['s/image']:6.2f} s  {rate}  {row['peak RSS GB']:.2f} GB"
+    )
+
+
+def whole_process(cmd: list[str], repeats: int = 3) -> tuple[float, float]:
+    """(median wall seconds, largest peak RSS in GB) of `cmd` run `repeats` times."""
+    import subprocess
+
+    times, rss = [], 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            _, status, usage = os.wait4(proc.pid, 0)
+            if status:
+                err.seek(0)
+                raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode()[-500:]}")
+        times.append(time.perf_counter() - start)
+        rss = max(rss, usage.ru_maxrss / 1024**2)
+    return sorted(times)[len(times) // 2], rss
+
+
+def whole_processes(args, weights_dir: str) -> list[dict]:
+    """`dped enhance` as a user runs it on a 1536x2048 PNG (streamed exact mode, one pass, --fast)
+    against the authors' code on the same file, and on a 12 MP JPEG; median of 3 each."""
+    import imageio.v3 as iio
+
+    from dped.inference.graphs import FastGenerator, inference_graphs  # noqa: F401
+    from dped.models import build_generator
+
+    flops_px = generator_flops_per_pixel(build_generator("instance", "tanh"))
+    peak = conv_peak_gflops("float32")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = {}
+        for size, name in (((1536, 2048), "iphone.png"), ((3000, 4000), "12mp.jpg")):
+            photos[size] = Path(tmp, name)
+            iio.imwrite(
+                photos[size], _photo(size), **({"quality": 92} if name.endswith("jpg") else {})
+            )
+        dped = [
+            sys.executable,
+            "-m",
+            "dped.cli",
+            "enhance",
+            "--model",
+            "iphone_orig",
+            "--weights-dir",
+            weights_dir,
+            "--overwrite",
+            "--out",
+            str(Path(tmp, "out")),
+        ]
+        size = (1536, 2048)
+        cases = [
+            ("dped enhance", "float32", "streamed exact", [str(photos[size])]),
+            (
+                "dped enhance --tile 2048",
+                "float32",
+                "one pass",
+                [str(photos[size]), "--tile", "2048"],
+            ),
+            ("dped enhance --fast", "bfloat16", "streamed exact", [str(photos[size]), "--fast"]),
+        ]
+        if args.original:
+            theirs = [
+                sys.executable,
+                str(Path(__file__).with_name("original_code.py")),
+                args.original,
+                weights_dir,
+                str(photos[size]),
+                str(Path(tmp, "theirs.png")),
+            ]
+            seconds, rss = whole_process(theirs)
+            rows.append(
+                _rate_row(
+                    "authors' code (iphone_orig)",
+                    size,
+                    "float32",
+                    "one pass",
+                    seconds,
+                    rss,
+                    flops_px,
+                    "whole process",
+                )
+            )
+            _print(rows[-1])
+        for name, precision, mode, extra in cases:
+            seconds, rss = whole_process(dped + extra)
+            rows.append(
+                _rate_row(name, size, precision, mode, seconds, rss, flops_px, "whole process")
+            )
+            _print(rows[-1])
+        seconds, rss = whole_process(dped + [str(photos[(3000, 4000)])], repeats=1)
+        rows.append(
+            _rate_row(
+                "dped enhance",
+                (3000, 4000),
+                "float32",
+                "streamed exact",
+                seconds,
+                rss,
+                flops_px,
+                "whole process",
+            )
+        )
+        _print(rows[-1])
+    authors = next((r for r in rows if r["generator"].startswith("authors")), None)
+    one_pass = next(
+        r for r in rows if r["mode"] == "one pass" and r["generator"].startswith("dped")
+    )
+    for row in rows:
+        row["conv peak GFLOP/s"], row["% of peak"] = peak, 100 * row["GFLOP/s"] / peak
+        if authors and row["size"] == authors["size"] and row is not authors:
+            row["x authors' code"] = authors["s/image"] / row["s/image"]
+        if row["size"] == one_pass["size"] and row["generator"].startswith("dped"):
+            row["/ one pass"] = row["s/image"] / one_pass["s/image"]
+    return rows
+
+
+def _photo(size: tuple[int, int]) -> np.ndarray:
+    """A real photograph (scikit-image's astronaut) resized to `size`, uint8."""
+    from skimage import data, transform
+
+    return (transform.resize(data.astronaut(), size, order=1) * 255).astype(np.uint8)
+
+
+def folder_throughput(weights_dir: str, size: tuple[int, int], count: int) -> dict:
+    """A folder of `count` photos through `driver.enhance_file` with graphs held across them:
+    seconds per photo after the first (steady state, the first pays tracing and compiling)."""
+    import imageio.v3 as iio
+
+    from dped.inference.driver import enhance_file
+    from dped.inference.graphs import inference_graphs
+    from dped.pretrained import original_generator
+
+    graphs = inference_graphs(original_generator("iphone_orig", weights_dir))
+    with tempfile.TemporaryDirectory() as tmp:
+        times = []
+        for k in range(count):
+            path = Path(tmp, f"{k}.png")
+            iio.imwrite(path, np.roll(_photo(size), 97 * k, axis=1))
+            start = time.perf_counter()
+            enhance_file(graphs, path, [Path(tmp, f"out{k}.png")], 448, False, Path(tmp))
+            times.append(time.perf_counter() - start)
+    seconds = sum(times[1:]) / (count - 1)
+    flops = generator_flops_per_pixel(original_generator("iphone_orig", weights_dir))
+    row = _rate_row(
+        f"folder of {count} (iphone_orig)",
+        size,
+        "float32",
+        "streamed exact",
+        seconds,
+        peak_rss_gb(),
+        flops,
+        "per photo after the first",
+    )
+    row["conv peak GFLOP/s"] = conv_peak_gflops("float32")
+    row["% of peak"] = 100 * row["GFLOP/s"] / row["conv peak GFLOP/s"]
+    return row
 
 
 def fast_mode_psnr(weights_dir: str | None, reference_dir: str | None) -> list[dict]:
