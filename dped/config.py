@@ -292,27 +292,12 @@ def _as_float(value: Any) -> Any:
 
 
 def _check_values(cfg: Config) -> None:
-    positive = [
-        "filters",
-        "batch_size",
-        "num_iters",
-        "eval_every",
-        "patch_size",
-        "blur_size",
-    ]
+    positive = "filters batch_size num_iters eval_every patch_size blur_size".split()
     for name in positive:
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: expected a positive value, got {getattr(cfg, name)}")
-    non_negative = [
-        "w_content",
-        "w_color",
-        "w_texture",
-        "w_tv",
-        "res_blocks",
-        "tail_convs",
-        "train_size",
-        "d_pretrain_iters",
-    ]
+    weights = "w_content w_color w_texture w_tv"
+    non_negative = f"{weights} res_blocks tail_convs train_size d_pretrain_iters".split()
     for name in non_negative:
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}: expected a value >= 0, got {getattr(cfg, name)}")
