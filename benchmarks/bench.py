@@ -159,6 +159,7 @@ def conv_peak_gflops(precision: str = "float32") -> float:
 
 
 ENHANCE_SIZES = [(512, 512), (1536, 2048)]
+AUTHORS = "authors' code (iphone_orig)"
 
 
 def _enhance_generator(model: str, weights_dir: str | None):
@@ -225,18 +226,7 @@ def enhance(args) -> list[dict]:
     for size in ENHANCE_SIZES:
         if args.original and weights_dir:
             r = in_fresh_process(original_case, args.original, weights_dir, size)
-            rows.append(
-                _rate_row(
-                    "authors' code (iphone_orig)",
-                    size,
-                    "float32",
-                    "one pass",
-                    r["seconds"],
-                    r["rss_gb"],
-                    None,
-                    "steady",
-                )
-            )
+            rows.append(_authors_row(size, r["seconds"], r["rss_gb"], None, "steady"))
         for model in ("original", "seed"):
             for precision in ("float32", "bfloat16"):
                 rows.append(in_fresh_process(enhance_case, model, size, precision, weights_dir))
@@ -265,6 +255,11 @@ def _rate_row(name, size, precision, mode, seconds, rss_gb, flops_px, timing) ->
         row["GFLOP/s"] = flops_px * pixels / seconds / 1e9
     row["peak RSS GB"] = rss_gb
     return row
+
+
+def _authors_row(size, seconds, rss_gb, flops_px, timing) -> dict:
+    """The authors' code (one pass, float32, iphone_orig): the baseline of the ratios."""
+    return _rate_row(AUTHORS, size, "float32", "one pass", seconds, rss_gb, flops_px, timing)
 
 
 def _print(row: dict) -> None:
@@ -349,18 +344,7 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
                 str(Path(tmp, "theirs.png")),
             ]
             seconds, rss = whole_process(theirs)
-            rows.append(
-                _rate_row(
-                    "authors' code (iphone_orig)",
-                    size,
-                    "float32",
-                    "one pass",
-                    seconds,
-                    rss,
-                    flops_px,
-                    "whole process",
-                )
-            )
+            rows.append(_authors_row(size, seconds, rss, flops_px, "whole process"))
             _print(rows[-1])
         for name, precision, mode, extra in cases:
             seconds, rss = whole_process(dped + extra)
@@ -382,7 +366,7 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
             )
         )
         _print(rows[-1])
-    authors = next((r for r in rows if r["generator"].startswith("authors")), None)
+    authors = next((r for r in rows if r["generator"] == AUTHORS), None)
     one_pass = next(
         r for r in rows if r["mode"] == "one pass" and r["generator"].startswith("dped")
     )
