@@ -297,7 +297,6 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
     against the authors' code on the same file, and on a 12 MP JPEG; median of 3 each."""
     import imageio.v3 as iio
 
-    from dped.inference.graphs import FastGenerator, inference_graphs  # noqa: F401
     from dped.models import build_generator
 
     flops_px = generator_flops_per_pixel(build_generator("instance", "tanh"))

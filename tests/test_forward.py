@@ -5,7 +5,7 @@ import tensorflow as tf
 from conftest import photo, random_generator
 
 from dped.inference.graphs import FastGenerator, channel_moments
-from dped.inference.tiling import pooled_moments
+from dped.inference.stream import pooled_moments
 from dped.metrics import psnr
 from dped.models import build_generator
 from dped.pretrained import original_generator

@@ -70,32 +70,11 @@ def test_cli_scratch_dir_is_used_and_left_empty(tmp_path, authors_checkpoints):
     weights_dir, _ = authors_checkpoints
     iio.imwrite(tmp_path / "p.png", photo((60, 90)))
     scratch = tmp_path / "scratch"
-    args = [
-        "enhance",
-        str(tmp_path / "p.png"),
-        "--model",
-        "iphone_orig",
-        "--weights-dir",
-        str(weights_dir),
-        "--tile",
-        "8",
-        "--scratch",
-        str(scratch),
-        "--out",
-        str(tmp_path / "o"),
-    ]
-    assert main(args) == 0
+    enhance = ["enhance", str(tmp_path / "p.png"), "--model", "iphone_orig"]
+    enhance += ["--weights-dir", str(weights_dir)]
+    streamed = ["--tile", "8", "--scratch", str(scratch), "--out", str(tmp_path / "o")]
+    assert main(enhance + streamed) == 0
     assert scratch.is_dir() and list(scratch.iterdir()) == []
-    whole = [
-        "enhance",
-        str(tmp_path / "p.png"),
-        "--model",
-        "iphone_orig",
-        "--weights-dir",
-        str(weights_dir),
-        "--out",
-        str(tmp_path / "w"),
-    ]
-    assert main(whole) == 0  # 60x90 fits the default tile's budget: one pass
+    assert main(enhance + ["--out", str(tmp_path / "w")]) == 0  # 60x90 fits: one pass
     streamed, one = (iio.imread(tmp_path / d / "p.png").astype(int) for d in ("o", "w"))
     assert np.abs(streamed - one).max() <= 1

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dped.inference.images import as_float
+
 FLOAT = np.dtype(np.float32)
 
 
@@ -109,6 +111,17 @@ def _aligned(shape: tuple[int, ...]) -> np.ndarray:
     return raw[start : start + size].view(FLOAT).reshape(shape)
 
 
+def pooled_moments(parts) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of a union of parts from each part's (count, mean, variance), in
+    float64: the law of total variance, exact and free of E[x^2] - E[x]^2 cancellation."""
+    counts = np.array([n for n, _, _ in parts], np.float64)[:, None]
+    means = np.array([m for _, m, _ in parts], np.float64)
+    variances = np.array([v for _, _, v in parts], np.float64)
+    mean = (counts * means).sum(0) / counts.sum()
+    var = (counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum()
+    return mean, var
+
+
 def band_rows(shape: tuple[int, ...], tile: int) -> int:
     """Rows per band: about three quarters of a tile's pixels whatever the photo's width, so
     that a 12 MP photo streams within 1.5 GB (a band's maps and their read-ahead copies)."""
@@ -124,8 +137,6 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
     0..1, or uint8 / uint16 pixels), stage by stage through a scratch file in `scratch_dir`.
     Reads of the next band and writes of the last one run in I/O threads beside the graphs."""
     from concurrent.futures import ThreadPoolExecutor
-
-    from dped.inference.tiling import pooled_moments
 
     height, width = image.shape[:2]
     spans = bands(height, rows)
@@ -175,8 +186,6 @@ class _Stage:
 
     def inputs(self, k: int):
         """The graph's inputs for band k, and the band's core rows in its window."""
-        from dped.inference.images import as_float
-
         y0, y1 = self.spans[k]
         w0, w1 = max(0, y0 - self.halo), min(self.height, y1 + self.halo)
         core = np.array([y0 - w0, y1 - w0], np.int32)

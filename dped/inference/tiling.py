@@ -56,17 +56,6 @@ def passes(graphs, shape: tuple[int, ...], tile: int, budget: int | None = None)
     return len(_tiles(shape[0], tile)) * len(_tiles(shape[1], tile))
 
 
-def pooled_moments(parts) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and variance of a union of parts from each part's (count, mean, variance), in
-    float64: the law of total variance, exact and free of E[x^2] - E[x]^2 cancellation."""
-    counts = np.array([n for n, _, _ in parts], np.float64)[:, None]
-    means = np.array([m for _, m, _ in parts], np.float64)
-    variances = np.array([v for _, _, v in parts], np.float64)
-    mean = (counts * means).sum(0) / counts.sum()
-    var = (counts * (variances + (means - mean) ** 2)).sum(0) / counts.sum()
-    return mean, var
-
-
 def _tiles(size: int, tile: int):
     """(start, stop) of the core tiles along one axis."""
     return [(s, min(s + tile, size)) for s in range(0, size, tile)]
