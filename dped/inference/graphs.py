@@ -129,7 +129,9 @@ class FastGenerator:
         """Streaming stage i of an instance-norm generator: a graph over a band of full-width
         rows with `stage_halo[i]` rows of context (fewer at the image's edges); `core` =
         [top, bottom) are the band's own rows in that window. Outputs cover the whole window
-        (the caller keeps the core rows: no sliced copies), float32:
+        (the caller keeps the core rows: no sliced copies). Activations are in the graphs'
+        dtype, as a one-pass run keeps them (float32, or bfloat16 in the fast mode); the
+        moments and the enhanced rows are float32:
         - stage 0: (image rows, core) -> (stem output = block 0's skip, norm 0's input, moments);
         - stage i, 1 <= i < number of norms: (norm i-1's input, skip, stats of norm i-1, core) ->
           ([the block's output, with `skip_out`,] norm i's input, its moments over the core);
@@ -141,14 +143,14 @@ class FastGenerator:
 
     def _stage_graph(self, i: int, skip_out: bool):
         last = len(self.norms)
-        rows = tf.TensorSpec([1, None, None, self.channels], tf.float32)
+        rows = tf.TensorSpec([1, None, None, self.channels], self.dtype)
         core = tf.TensorSpec([2], tf.int32)
         stat = tf.TensorSpec([2, self.channels], tf.float32)
 
         def pre_norm(a, i, core):
             """Norm i's input from the activation before its conv, and its moments."""
             layer = self.block_convs[i // 2][i % 2]
-            h = tf.cast(self._conv(tf.cast(a, self.dtype), layer, bias=False), tf.float32)
+            h = self._conv(tf.cast(a, self.dtype), layer, bias=False)
             return (h, *channel_moments(h, core))
 
         def normalized(h, skip, stats, k):
@@ -162,7 +164,7 @@ class FastGenerator:
 
             def stage(x, core):
                 stem = self._conv(tf.cast(x - self.offset, self.dtype), self.stem, relu=True)
-                return (tf.cast(stem, tf.float32), *pre_norm(stem, 0, core))
+                return (stem, *pre_norm(stem, 0, core))
 
             signature = [tf.TensorSpec([1, None, None, 3], tf.float32), core]
         elif i < last:

@@ -8,14 +8,18 @@ output, which the next block adds back) to a scratch file on disk while accumula
 mean and variance; the next stage reads those rows back with its few rows of context. Storage is
 float32, so the result equals a one-pass run to float rounding.
 
-The scratch file is read and written with positioned I/O (os.pread / os.pwrite), not a memory
-map, whose touched pages would count as the process's resident memory. It lives in a private
-temporary folder and is unlinked as soon as it is open, so it disappears however the process ends;
-the folder is removed on success, on error and on Ctrl-C.
+The scratch file is read and written with positioned I/O (os.preadv / os.pwrite), not a memory
+map, whose touched pages would count as the process's resident memory, and with O_DIRECT where the
+file system allows it: the bytes go between our buffers and the disk by DMA. Through the page
+cache, the kernel's copies and its page allocation for every fresh slot took seconds of CPU per
+photo from the same two cores the convolutions need. It lives in a private temporary folder and is
+unlinked as soon as it is open, so it disappears however the process ends; the folder is removed
+on success, on error and on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -25,28 +29,40 @@ import numpy as np
 
 from dped.inference.images import as_float
 
-FLOAT = np.dtype(np.float32)
+# O_DIRECT moves whole pages: offsets, lengths and buffer addresses are multiples of this (itself
+# a multiple of every disk's logical block).
+PAGE = 4096
+# Writes go out in chunks this size: large enough for the disk's full rate, small enough that the
+# staging buffers add little to the peak memory.
+CHUNK = 8 << 20
+# Storage dtypes of the same size as the graphs' dtypes that numpy and DLPack handle (bfloat16 is
+# stored as its bits).
+STORAGE = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(np.uint16)}
 
 
 class ScratchError(OSError):
     """Not enough free space (or no writable folder) for the scratch file."""
 
 
-def scratch_bytes(shape: tuple[int, ...], channels: int) -> int:
-    """Disk space a photo of `shape` needs: four float32 slots of H x W x channels (norm inputs
-    and block outputs, each written while the previous one is read)."""
-    return 4 * shape[0] * shape[1] * channels * FLOAT.itemsize
-
-
 class Scratch:
-    """Float32 [H, W, C] slots in one unlinked file, read and written a band of rows at a time."""
+    """Slots of H x W x C rows in one unlinked file: written a band at a time in order of rows
+    (`writer`), read back any rows at a time (`read`)."""
 
-    def __init__(self, folder: str | os.PathLike, height: int, width: int, channels: int):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        height: int,
+        width: int,
+        channels: int,
+        dtype: str = "float32",
+        slots: int = 4,
+    ):
         folder = Path(folder)
-        self.row = width * channels * FLOAT.itemsize
-        self.slot = height * self.row
+        self.dtype = STORAGE[dtype]
         self.width, self.channels = width, channels
-        need = 4 * self.slot
+        self.row = width * channels * self.dtype.itemsize
+        self.slot = _round_up(height * self.row)
+        need = slots * self.slot
         try:
             folder.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(folder).free
@@ -60,38 +76,32 @@ class Scratch:
             )
         self.dir = Path(tempfile.mkdtemp(prefix=".dped-scratch-", dir=folder))
         try:
-            path = self.dir / "activations.f32"
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            path.unlink()  # the data goes when the file is closed, however the process ends
+            self.fd, self.direct = _open_unlinked(self.dir / "activations")
         except OSError:
             shutil.rmtree(self.dir, ignore_errors=True)
             raise
 
-    def write(self, slot: int, y0: int, rows: np.ndarray) -> None:
-        data = memoryview(np.ascontiguousarray(rows, FLOAT)).cast("B")
-        offset, done = slot * self.slot + y0 * self.row, 0
-        while done < len(data):
-            done += os.pwrite(self.fd, data[done:], offset + done)
+    def writer(self, slot: int, rows: int) -> SlotWriter:
+        """Appends bands of at most `rows` rows to `slot` from its first row on."""
+        return SlotWriter(self.fd, slot * self.slot, rows * self.row)
 
     def buffer(self, rows: int) -> np.ndarray:
-        """A reusable 64-byte aligned buffer for `read`: TensorFlow copies a numpy argument
-        unless it is aligned so; read into this, it takes the rows without a copy (DLPack)."""
-        return _aligned((1, rows, self.width, self.channels))
+        """A reusable page-aligned buffer for `read`s of up to `rows` rows."""
+        return _aligned(rows * self.row + 2 * PAGE)
 
     def read(self, slot: int, y0: int, y1: int, buffer: np.ndarray):
-        """Rows y0:y1 of a slot into `buffer`, as a (1, rows, W, C) float32 tensor sharing it:
-        the caller must not read into that buffer again while the tensor is in use."""
+        """Rows y0:y1 of a slot, as a (1, rows, W, C) tensor sharing `buffer` (DLPack: no copy;
+        the caller must not read into that buffer again while the tensor is in use)."""
         import tensorflow as tf
 
-        out = buffer[:, : y1 - y0]
-        view = memoryview(out).cast("B")
-        offset, done = slot * self.slot + y0 * self.row, 0
-        while done < len(view):
-            got = os.preadv(self.fd, [view[done:]], offset + done)
-            if got == 0:
-                raise OSError(f"scratch file in {self.dir} ended early")
-            done += got
-        return tf.experimental.dlpack.from_dlpack(out.__dlpack__())
+        start = slot * self.slot + y0 * self.row
+        first = start - start % PAGE  # whole pages around the rows
+        size = _round_up(start + (y1 - y0) * self.row) - first
+        _read_all(self.fd, buffer[:size], first)
+        skip = start - first  # a multiple of 64 bytes for any even channel count: TF shares it
+        rows = buffer[skip : skip + (y1 - y0) * self.row].view(self.dtype)
+        rows = rows.reshape(1, y1 - y0, self.width, self.channels)
+        return tf.experimental.dlpack.from_dlpack(rows.__dlpack__())
 
     def close(self) -> None:
         os.close(self.fd)
@@ -104,11 +114,78 @@ class Scratch:
         self.close()
 
 
-def _aligned(shape: tuple[int, ...]) -> np.ndarray:
-    size = int(np.prod(shape)) * FLOAT.itemsize
-    raw = np.empty(size + 64, np.uint8)
-    start = -raw.ctypes.data % 64
-    return raw[start : start + size].view(FLOAT).reshape(shape)
+class SlotWriter:
+    """Writes consecutive bands of rows in whole pages: the bytes past a band's last page
+    boundary wait in the staging buffer for the next band, and `close` pads the slot's end."""
+
+    def __init__(self, fd: int, offset: int, band_bytes: int):
+        self.fd, self.offset = fd, offset
+        self.staged = _aligned(PAGE + min(CHUNK, _round_up(band_bytes)))
+        self.kept = 0  # bytes staged for the next write
+
+    def append(self, rows: np.ndarray) -> None:
+        data = np.ascontiguousarray(rows).reshape(-1).view(np.uint8)
+        room = len(self.staged) - PAGE
+        for at in range(0, len(data), room):
+            part = data[at : at + room]
+            end = self.kept + len(part)
+            self.staged[self.kept : end] = part
+            whole = end - end % PAGE
+            _write_all(self.fd, self.staged[:whole], self.offset)
+            self.offset += whole
+            self.kept = end - whole
+            self.staged[: self.kept] = self.staged[whole:end]
+
+    def close(self) -> None:
+        if self.kept:
+            _write_all(self.fd, self.staged[:PAGE], self.offset)
+            self.kept = 0
+
+
+def _open_unlinked(path: Path) -> tuple[int, bool]:
+    """A new file at `path`, already unlinked (its data goes when it is closed, however the
+    process ends), and whether it is open with O_DIRECT."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+    direct = getattr(os, "O_DIRECT", 0)
+    if direct:
+        try:
+            fd = os.open(path, flags | direct, 0o600)
+            path.unlink()
+            return fd, True
+        except OSError as err:  # a file system without direct I/O (tmpfs on older kernels)
+            if err.errno != errno.EINVAL:
+                raise
+            path.unlink(missing_ok=True)
+    fd = os.open(path, flags, 0o600)
+    path.unlink()
+    return fd, False
+
+
+def _write_all(fd: int, data: np.ndarray, offset: int) -> None:
+    view, done = memoryview(data), 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def _read_all(fd: int, buffer: np.ndarray, offset: int) -> None:
+    view, done = memoryview(buffer), 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], offset + done)
+        if got == 0:
+            raise OSError("the scratch file ended early")
+        done += got
+
+
+def _round_up(n: int, k: int = PAGE) -> int:
+    return -(-n // k) * k
+
+
+def _aligned(size: int) -> np.ndarray:
+    """`size` bytes starting on a page boundary, for O_DIRECT and for TensorFlow, which copies
+    an argument not aligned to 64 bytes."""
+    raw = np.empty(size + PAGE, np.uint8)
+    start = -raw.ctypes.data % PAGE
+    return raw[start : start + size]
 
 
 def pooled_moments(parts) -> tuple[np.ndarray, np.ndarray]:
@@ -135,14 +212,16 @@ def bands(height: int, rows: int) -> list[tuple[int, int]]:
 def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lambda: None):
     """Yield (y0, y1, float32 output rows) of an instance-norm generator over `image` (float32
     0..1, or uint8 / uint16 pixels), stage by stage through a scratch file in `scratch_dir`.
-    Reads of the next band and writes of the last one run in I/O threads beside the graphs."""
+    Reads of the next band and writes of the last one run in two I/O threads beside the graphs
+    (one each: a slot's bands are written in order)."""
     from concurrent.futures import ThreadPoolExecutor
 
     height, width = image.shape[:2]
     spans = bands(height, rows)
     with (
-        Scratch(scratch_dir, height, width, graphs.channels) as scratch,
-        ThreadPoolExecutor(2, thread_name_prefix="dped-scratch") as io,
+        Scratch(scratch_dir, height, width, graphs.channels, graphs.precision) as scratch,
+        ThreadPoolExecutor(1, thread_name_prefix="dped-read") as reads,
+        ThreadPoolExecutor(1, thread_name_prefix="dped-write") as writes,
     ):
         window = rows + 2 * max(graphs.stage_halo[1:])  # the largest window read back
         # Two buffers per input (the band being computed, the band being read ahead).
@@ -150,24 +229,23 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
         stats = None
         for i in range(len(graphs.norms) + 1):
             stage = _Stage(graphs, i, image, scratch, buffers, spans)
-            parts, writes = [], []
-            ahead = io.submit(stage.inputs, 0)
+            parts = []
+            ahead = reads.submit(stage.inputs, 0)
             for k, (y0, y1) in enumerate(spans):
                 inputs, core = ahead.result()
                 if k + 1 < len(spans):
-                    ahead = io.submit(stage.inputs, k + 1)
+                    ahead = reads.submit(stage.inputs, k + 1)
                 out = stage.graph(*inputs, *([stats] if i else []), core)
                 if stage.last:
                     progress()
                     yield y0, y1, np.asarray(out)[0]
                     continue
                 *skip, h, mean, var = out
-                writes.append(io.submit(stage.write, y0, core, h, *skip))
+                writes.submit(stage.write, core, *skip, h)
                 parts.append(((y1 - y0) * width, mean.numpy(), var.numpy()))
                 progress()
-            for done in writes:
-                done.result()  # the next stage reads what this one wrote
             if not stage.last:
+                writes.submit(stage.close).result()  # the next stage reads what this one wrote
                 stats = np.stack(pooled_moments(parts)).astype(np.float32)
 
 
@@ -178,11 +256,16 @@ class _Stage:
     def __init__(self, graphs, i: int, image, scratch: Scratch, buffers, spans):
         self.i, self.image, self.spans = i, image, spans
         self.scratch, self.buffers = scratch, buffers
+        self.dtype = graphs.dtype
         self.last = i == len(graphs.norms)
         # Stage 0 and the stages after a block's last norm write the next block's input.
         self.keeps_skip = i == 0 or (i % 2 == 0 and not self.last)
         self.graph = graphs.stage(i, self.keeps_skip)
         self.halo, self.height = graphs.stage_halo[i], image.shape[0]
+        rows = max(y1 - y0 for y0, y1 in spans)
+        self.writers = [] if self.last else [scratch.writer(i % 2, rows)]
+        if self.keeps_skip:
+            self.writers.insert(0, scratch.writer(2 + (i // 2) % 2, rows))
 
     def inputs(self, k: int):
         """The graph's inputs for band k, and the band's core rows in its window."""
@@ -192,13 +275,23 @@ class _Stage:
         if self.i == 0:
             return (as_float(self.image[None, w0:w1]),), core
         h_buf, skip_buf = (pair[k % 2] for pair in self.buffers)
-        h = self.scratch.read((self.i - 1) % 2, w0, w1, h_buf)
+        h = self._read((self.i - 1) % 2, w0, w1, h_buf)
         if self.i % 2:  # norm i-1 starts a block: nothing to add back (the skip is unused)
             return (h, h), core
         block = (self.i - 1) // 2  # norm i-1 ends this block: its input is added back
-        return (h, self.scratch.read(2 + block % 2, w0, w1, skip_buf)), core
+        return (h, self._read(2 + block % 2, w0, w1, skip_buf)), core
 
-    def write(self, y0: int, core, h, *skip) -> None:
-        if skip:
-            self.scratch.write(2 + (self.i // 2) % 2, y0, np.asarray(skip[0])[0, core[0] : core[1]])
-        self.scratch.write(self.i % 2, y0, np.asarray(h)[0, core[0] : core[1]])
+    def _read(self, slot: int, w0: int, w1: int, buffer):
+        import tensorflow as tf
+
+        rows = self.scratch.read(slot, w0, w1, buffer)
+        return rows if rows.dtype == self.dtype else tf.bitcast(rows, self.dtype)
+
+    def write(self, core, *maps) -> None:
+        """The core rows of ([the block's output,] norm i's input), each to its slot."""
+        for writer, rows in zip(self.writers, maps):
+            writer.append(np.asarray(rows)[0, core[0] : core[1]])
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.close()
