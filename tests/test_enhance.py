@@ -77,9 +77,9 @@ def test_progress_counts_every_graph_run():
     image = np.random.default_rng(2).random((60, 90, 3), dtype=np.float32)
     calls = []
     enhance_image(graphs, image, tile=32, progress=lambda: calls.append(1), budget=0)
-    # three stages (two instance norms, then the output) over seven bands of 9 rows (the last 6):
-    # 0.75 x 32^2 pixels per band at 90 pixels wide
-    assert len(calls) == passes(graphs, image.shape, 32, budget=0) == 3 * 7
+    # three stages (two instance norms, then the output) over six bands of 11 rows (the last 5):
+    # 32^2 pixels per band at 90 pixels wide
+    assert len(calls) == passes(graphs, image.shape, 32, budget=0) == 3 * 6
 
 
 @pytest.mark.parametrize("tile", [1024, 200])

@@ -200,9 +200,10 @@ def pooled_moments(parts) -> tuple[np.ndarray, np.ndarray]:
 
 
 def band_rows(shape: tuple[int, ...], tile: int) -> int:
-    """Rows per band: about three quarters of a tile's pixels whatever the photo's width, so
-    that a 12 MP photo streams within 1.5 GB (a band's maps and their read-ahead copies)."""
-    return max(1, min(shape[0], round(0.75 * tile * tile / shape[1])))
+    """Rows per band: a tile's pixels whatever the photo's width (98 rows at 2048 wide, 50 at
+    4000), so that a 12 MP photo streams within 1.5 GB: a band's maps, the graphs' temporaries
+    and the read-ahead copies. Larger bands recompute fewer halo rows but cost memory."""
+    return max(1, min(shape[0], round(tile * tile / shape[1])))
 
 
 def bands(height: int, rows: int) -> list[tuple[int, int]]:
