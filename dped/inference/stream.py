@@ -207,6 +207,8 @@ def band_rows(shape: tuple[int, ...], tile: int) -> int:
 
 
 def bands(height: int, rows: int) -> list[tuple[int, int]]:
+    """(top, bottom) of the bands of at most `rows` rows, as even as they divide `height`."""
+    rows = -(-height // -(-height // rows))
     return [(y, min(y + rows, height)) for y in range(0, height, rows)]
 
 
@@ -264,6 +266,7 @@ class _Stage:
         self.graph = graphs.stage(i, self.keeps_skip)
         self.halo, self.height = graphs.stage_halo[i], image.shape[0]
         rows = max(y1 - y0 for y0, y1 in spans)
+        self.window = min(self.height, rows + 2 * self.halo)
         self.writers = [] if self.last else [scratch.writer(i % 2, rows)]
         if self.keeps_skip:
             self.writers.insert(0, scratch.writer(2 + (i // 2) % 2, rows))
@@ -271,7 +274,10 @@ class _Stage:
     def inputs(self, k: int):
         """The graph's inputs for band k, and the band's core rows in its window."""
         y0, y1 = self.spans[k]
-        w0, w1 = max(0, y0 - self.halo), min(self.height, y1 + self.halo)
+        # Every window has the first one's height, the edge bands' too (their extra rows are
+        # context, not written): XLA compiles the graphs' fused parts once per shape.
+        w0 = min(max(0, y0 - self.halo), self.height - self.window)
+        w1 = w0 + self.window
         core = np.array([y0 - w0, y1 - w0], np.int32)
         if self.i == 0:
             return (as_float(self.image[None, w0:w1]),), core
