@@ -40,7 +40,9 @@ def _round_trip(folder, dtype="float32"):
         writer.close()
         got = scratch.read(1, 2, 6, scratch.buffer(4))
         np.testing.assert_array_equal(np.asarray(got)[0], rows[2:6])
-        np.testing.assert_array_equal(np.asarray(scratch.read(0, 0, 7, scratch.buffer(7)))[0], rows[::-1])
+        np.testing.assert_array_equal(
+            np.asarray(scratch.read(0, 0, 7, scratch.buffer(7)))[0], rows[::-1]
+        )
         direct = scratch.direct
     assert list(Path(folder).iterdir()) == []  # and its folder is gone
     return direct
@@ -127,3 +129,31 @@ def test_the_fast_mode_streams_bfloat16_activations_like_its_one_pass():
     # bfloat16 stored and added back as the one pass keeps it: the same arithmetic (with
     # float32 storage the two fast modes differed by up to 0.01)
     assert np.abs(streamed - one).max() <= 1e-3 < np.abs(one - exact).max()
+
+
+def test_every_band_of_a_stage_runs_one_window_height(graphs, monkeypatch, tmp_path):
+    """Edge bands read extra context rows rather than fewer: one shape per stage graph, so XLA
+    compiles each fused part once, not again for the first and the last band."""
+    from dped.inference import stream as stream_module
+
+    heights = {}
+    make_stage = graphs.stage
+
+    def recording(i, skip_out=False):
+        graph = make_stage(i, skip_out)
+
+        def run(*args):
+            heights.setdefault(i, set()).add(int(args[0].shape[1]))
+            return graph(*args)
+
+        return run
+
+    monkeypatch.setattr(graphs, "stage", recording)
+    image = np.random.default_rng(1).random((41, 23, 3), dtype=np.float32)
+    rows = 6
+    assert [b - a for a, b in stream_module.bands(41, rows)] == [6] * 6 + [5]  # 41 = 7 bands
+    out = np.concatenate(
+        [band for _, _, band in stream_module.stream_rows(graphs, image, rows, tmp_path)]
+    )
+    assert {i: len(h) for i, h in heights.items()} == {i: 1 for i in range(len(graphs.norms) + 1)}
+    np.testing.assert_allclose(out, graphs.one_pass(image[None]).numpy()[0], atol=1e-4)

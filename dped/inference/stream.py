@@ -6,13 +6,14 @@ stage by stage (a stage: the layers between two norms, `graphs.FastGenerator.sta
 full-width rows. Each stage writes its norm's input (and, where a residual block ends, the block's
 output, which the next block adds back) to a scratch file on disk while accumulating that norm's
 mean and variance; the next stage reads those rows back with its few rows of context. Storage is
-float32, so the result equals a one-pass run to float rounding.
+the graphs' dtype: float32, so the result equals a one-pass run to float rounding (the fast mode
+stores bfloat16, as its one pass keeps its activations).
 
 The scratch file is read and written with positioned I/O (os.preadv / os.pwrite), not a memory
 map, whose touched pages would count as the process's resident memory, and with O_DIRECT where the
 file system allows it: the bytes go between our buffers and the disk by DMA. Through the page
 cache, the kernel's copies and its page allocation for every fresh slot took seconds of CPU per
-photo from the same two cores the convolutions need. It lives in a private temporary folder and is
+photo from the cores the convolutions need. It lives in a private temporary folder and is
 unlinked as soon as it is open, so it disappears however the process ends; the folder is removed
 on success, on error and on Ctrl-C.
 """
@@ -98,7 +99,7 @@ class Scratch:
         first = start - start % PAGE  # whole pages around the rows
         size = _round_up(start + (y1 - y0) * self.row) - first
         _read_all(self.fd, buffer[:size], first)
-        skip = start - first  # a multiple of 64 bytes for any even channel count: TF shares it
+        skip = start - first  # 64-byte aligned where rows are (16+ channels): TF shares it
         rows = buffer[skip : skip + (y1 - y0) * self.row].view(self.dtype)
         rows = rows.reshape(1, y1 - y0, self.width, self.channels)
         return tf.experimental.dlpack.from_dlpack(rows.__dlpack__())
