@@ -237,7 +237,22 @@ def enhance(args) -> list[dict]:
         _print(rows[-1])
     if not args.original:
         print("(no --original PATH: the authors' code was not timed)")
+    _fast_ratios(rows)
     return rows + fast_mode_psnr(weights_dir, args.reference_dir)
+
+
+def _fast_ratios(rows: list[dict]) -> None:
+    """'x float32': how many times faster each bfloat16 row is than its float32 twin (same
+    generator, size, mode and timing; `dped enhance --fast` is `dped enhance`'s twin)."""
+
+    def key(row):
+        return row["generator"].replace(" --fast", ""), row["size"], row["mode"], row["timing"]
+
+    twins = {key(r): r for r in rows if r.get("precision") == "float32"}
+    for row in rows:
+        twin = twins.get(key(row)) if row.get("precision") == "bfloat16" else None
+        if twin:
+            row["x float32"] = twin["s/image"] / row["s/image"]
 
 
 def _rate_row(name, size, precision, mode, seconds, rss_gb, flops_px, timing) -> dict:
@@ -300,7 +315,7 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
     from dped.models import build_generator
 
     flops_px = generator_flops_per_pixel(build_generator("instance", "tanh"))
-    peak = conv_peak_gflops("float32")
+    peaks = {p: conv_peak_gflops(p) for p in ("float32", "bfloat16")}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         photos = {}
@@ -370,6 +385,7 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
         r for r in rows if r["mode"] == "one pass" and r["generator"].startswith("dped")
     )
     for row in rows:
+        peak = peaks[row["precision"]]
         row["conv peak GFLOP/s"], row["% of peak"] = peak, 100 * row["GFLOP/s"] / peak
         if authors and row["size"] == authors["size"] and row is not authors:
             row["x authors' code"] = authors["s/image"] / row["s/image"]

@@ -50,3 +50,28 @@ def test_a_second_run_keeps_the_sections_it_did_not_measure(tmp_path):
         "a": {"date": "d1", "rows": [{"x": 1.5}]},
         "b": {"date": "d2", "rows": [{"y": 2}]},
     }
+
+
+def test_fast_rows_are_compared_with_their_float32_twin_only():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench import _fast_ratios
+
+    def row(generator, precision, seconds, mode="streamed exact", timing="whole process"):
+        return dict(
+            generator=generator,
+            size="1536x2048",
+            precision=precision,
+            mode=mode,
+            timing=timing,
+            **{"s/image": seconds},
+        )
+
+    rows = [
+        row("dped enhance", "float32", 20.0),
+        row("dped enhance --fast", "bfloat16", 12.5),
+        row("iphone_orig", "float32", 16.0, timing="steady"),
+        row("iphone_orig", "bfloat16", 8.0, timing="steady"),
+        row("iphone_orig", "bfloat16", 4.0, mode="one pass", timing="steady"),  # no twin
+    ]
+    _fast_ratios(rows)
+    assert [r.get("x float32") for r in rows] == [None, 1.6, None, 2.0, None]
