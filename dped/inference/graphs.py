@@ -126,9 +126,9 @@ class FastGenerator:
         )
 
     def stage(self, i: int, skip_out: bool = False):
-        """Streaming stage i of an instance-norm generator: a graph over a band of full-width
-        rows with `stage_halo[i]` rows of context (fewer at the image's edges); `core` =
-        [top, bottom) are the band's own rows in that window. Outputs cover the whole window
+        """Streaming stage i of an instance-norm generator: a graph over a window of full-width
+        rows; `core` = [top, bottom) are the band's own rows in it, with at least
+        `stage_halo[i]` rows of context above and below (fewer only at the image's edges). Outputs cover the whole window
         (the caller keeps the core rows: no sliced copies). Activations are in the graphs'
         dtype, as a one-pass run keeps them (float32, or bfloat16 in the fast mode); the
         moments and the enhanced rows are float32:
