@@ -253,7 +253,10 @@ def test_enhance_raw_is_the_loaded_generators_output_for_both_checkpoint_formats
             == 0
         )
         raw = np.load(out / "p.npy")
-        assert np.abs(raw - np.asarray(generator(image))[0]).max() <= 1e-5, model
+        # The project's parity bound: the fast graphs sum in another order than Keras, and
+        # oneDNN's thread split varies between runs (1.4e-5 seen once on this random network);
+        # a weight left unloaded moves the output by orders of magnitude more.
+        assert np.abs(raw - np.asarray(generator(image))[0]).max() <= 1e-4, model
 
 
 def test_decoder_follows_the_content_and_errors_say_what_failed(tmp_path):
