@@ -10,8 +10,9 @@ The same math as `models.build_generator`, arranged for the CPU:
 Statistics are inputs of the traced graphs, not constants, so each graph is traced once per
 generator. For instance-norm generators the `stage` graphs cut the network at its norms: stage i
 turns norm i-1's input rows (and a residual block's skip rows) into norm i's input rows, so that
-`inference.stream` can run a whole photo stage by stage through a scratch file. Weights are read from the Keras variables when a graph
-runs, so a generator trained further is never served stale weights.
+`inference.stream` can run a whole photo stage by stage through a scratch file. Weights are read
+from the Keras variables when a graph runs, so a generator trained further is never served stale
+weights.
 
 `precision='bfloat16'` (the fast mode) runs the convolutions in bfloat16; statistics, the
 normalisation and the output stay float32.
@@ -128,10 +129,10 @@ class FastGenerator:
     def stage(self, i: int, skip_out: bool = False):
         """Streaming stage i of an instance-norm generator: a graph over a window of full-width
         rows; `core` = [top, bottom) are the band's own rows in it, with at least
-        `stage_halo[i]` rows of context above and below (fewer only at the image's edges). Outputs cover the whole window
-        (the caller keeps the core rows: no sliced copies). Activations are in the graphs'
-        dtype, as a one-pass run keeps them (float32, or bfloat16 in the fast mode); the
-        moments and the enhanced rows are float32:
+        `stage_halo[i]` rows of context above and below (fewer only at the image's edges).
+        Outputs cover the whole window (the caller keeps the core rows: no sliced copies).
+        Activations are in the graphs' dtype, as a one-pass run keeps them (float32, or bfloat16
+        in the fast mode); the moments and the enhanced rows are float32:
         - stage 0: (image rows, core) -> (stem output = block 0's skip, norm 0's input, moments);
         - stage i, 1 <= i < number of norms: (norm i-1's input, skip, stats of norm i-1, core) ->
           ([the block's output, with `skip_out`,] norm i's input, its moments over the core);

@@ -36,6 +36,9 @@ PAGE = 4096
 # Writes go out in chunks this size: large enough for the disk's full rate, small enough that the
 # staging buffers add little to the peak memory.
 CHUNK = 8 << 20
+# Norm inputs alternate between two slots, block inputs between two more (`_Stage`): each is
+# written while the previous one is still being read.
+SLOTS = 4
 # Storage dtypes of the same size as the graphs' dtypes that numpy and DLPack handle (bfloat16 is
 # stored as its bits).
 STORAGE = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(np.uint16)}
@@ -56,14 +59,13 @@ class Scratch:
         width: int,
         channels: int,
         dtype: str = "float32",
-        slots: int = 4,
     ):
         folder = Path(folder)
         self.dtype = STORAGE[dtype]
         self.width, self.channels = width, channels
         self.row = width * channels * self.dtype.itemsize
         self.slot = _round_up(height * self.row)
-        need = slots * self.slot
+        need = SLOTS * self.slot
         try:
             folder.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(folder).free
