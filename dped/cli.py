@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=448,  # inference.tiling.DEFAULT_TILE, not imported here: it pulls in TensorFlow
         help="work unit in pixels (448): a norm-free model's tile side; an instance-norm "
-        "model's bands hold about 2 x tile^2 pixels. Photos that fit run in one pass",
+        "model's bands of full-width rows hold about tile^2 pixels. Photos that fit run in "
+        "one pass",
     )
     en.add_argument(
         "--scratch",

@@ -98,6 +98,25 @@ def test_the_scratch_folder_is_removed_on_success_error_and_ctrl_c(tmp_path, gra
     ]  # and no descriptor left open
 
 
+def test_a_failed_band_write_fails_the_run_instead_of_reading_a_hole(tmp_path, graphs, monkeypatch):
+    import errno
+
+    write, calls = stream._write_all, []
+
+    def disk_full_once(fd, data, offset):  # the third write only: later ones land past a hole
+        calls.append(offset)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(fd, data, offset)
+
+    monkeypatch.setattr(stream, "_write_all", disk_full_once)
+    image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
+    with pytest.raises(OSError, match="No space left"):
+        enhance_image(graphs, image, 8, budget=0, scratch=tmp_path)
+    assert len(calls) > 3  # the run went on writing after the failure: its data was a hole
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_scratch_dir_is_used_and_left_empty(tmp_path, authors_checkpoints):
     import imageio.v3 as iio
     from conftest import photo

@@ -235,7 +235,7 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
         stats = None
         for i in range(len(graphs.norms) + 1):
             stage = _Stage(graphs, i, image, scratch, buffers, spans)
-            parts = []
+            parts, written = [], []
             ahead = reads.submit(stage.inputs, 0)
             for k, (y0, y1) in enumerate(spans):
                 inputs, core = ahead.result()
@@ -247,11 +247,15 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
                     yield y0, y1, np.asarray(out)[0]
                     continue
                 *skip, h, mean, var = out
-                writes.submit(stage.write, core, *skip, h)
+                written.append(writes.submit(stage.write, core, *skip, h))
                 parts.append(((y1 - y0) * width, mean.numpy(), var.numpy()))
                 progress()
             if not stage.last:
-                writes.submit(stage.close).result()  # the next stage reads what this one wrote
+                # The next stage reads what this one wrote: every write must have landed (a
+                # failed one would leave a hole that reads back as zeros).
+                written.append(writes.submit(stage.close))
+                for done in written:
+                    done.result()
                 stats = np.stack(pooled_moments(parts)).astype(np.float32)
 
 
