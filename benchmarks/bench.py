@@ -9,6 +9,7 @@ Sections (`--sections`, default all):
 - enhance: seconds, MP/s and GFLOP/s of `dped enhance`'s graphs next to the convolution peak
   measured in the same process, with peak RSS; with `--original PATH` (a checkout of
   aiff22/DPED) the authors' models.py on the same image in the same run, and the ratio;
+  the streamed rows' scratch bytes, and this machine's scratch write and read rates;
 - tflite: each generator exported three ways, the interpreter's seconds against Keras'.
 Each enhance and TFLite case runs in a fresh process, so that its peak RSS is its own.
 """
@@ -16,6 +17,7 @@ Each enhance and TFLite case runs in a fresh process, so that its peak RSS is it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import sys
@@ -184,9 +186,10 @@ def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir)
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     tile = 512 if max(size) <= 512 else DEFAULT_TILE  # --tile 512: a 512x512 photo in one pass
     enhance_image(fast, image, tile)  # traces the graphs and compiles the tile shapes
-    start = time.perf_counter()
-    enhance_image(fast, image, tile)
-    seconds = time.perf_counter() - start
+    with _scratch_bytes() as traffic:
+        start = time.perf_counter()
+        enhance_image(fast, image, tile)
+        seconds = time.perf_counter() - start
     if runs_whole(fast, size, tile):
         mode = "one pass"
     else:
@@ -195,7 +198,63 @@ def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir)
     row = _rate_row(name, size, precision, mode, seconds, peak_rss_gb(), flops_px, "steady")
     row["conv peak GFLOP/s"] = conv_peak_gflops(precision)
     row["% of peak"] = 100 * row["GFLOP/s"] / row["conv peak GFLOP/s"]
+    if sum(traffic.values()):
+        row["scratch GB written"], row["scratch GB read"] = (traffic[k] / 1e9 for k in "wr")
     return row
+
+
+@contextlib.contextmanager
+def _scratch_bytes():
+    """Counts the bytes a streamed run moves through its scratch file: {'w': .., 'r': ..}."""
+    from dped.inference import stream
+
+    traffic = {"w": 0, "r": 0}
+    write, read = stream._write_all, stream._read_all
+
+    def counted_write(fd, data, offset):
+        traffic["w"] += len(data)
+        write(fd, data, offset)
+
+    def counted_read(fd, buffer, offset):
+        traffic["r"] += len(buffer)
+        read(fd, buffer, offset)
+
+    stream._write_all, stream._read_all = counted_write, counted_read
+    try:
+        yield traffic
+    finally:
+        stream._write_all, stream._read_all = write, read
+
+
+def scratch_disk(gigabytes: float = 2.0) -> dict:
+    """This machine's scratch file rates (the streamed mode's own O_DIRECT path, in the system's
+    temporary folder): GB/s writing fresh bands, then reading them back a band at a time. Set
+    beside the streamed rows' scratch GB, they say how much of their time is disk transfers."""
+    import tensorflow  # noqa: F401  (Scratch.read's first call would time its import)
+
+    from dped.inference.stream import Scratch
+
+    width, channels, rows = 2048, 64, 98  # 1536x2048 float32 bands of the authors' models
+    height = max(rows, int(gigabytes * 1e9 / (width * channels * 4)))
+    band = np.random.default_rng(0).random((rows, width, channels), dtype=np.float32)
+    with Scratch(tempfile.gettempdir(), height, width, channels) as scratch:
+        writer = scratch.writer(0, rows)
+        start = time.perf_counter()
+        for _ in range(height // rows):
+            writer.append(band)
+        writer.close()
+        wrote = time.perf_counter() - start
+        buffer, start = scratch.buffer(rows), time.perf_counter()
+        for y in range(0, height - rows + 1, rows):
+            scratch.read(0, y, y + rows, buffer)
+        read = time.perf_counter() - start
+        moved = (height // rows) * band.nbytes
+        direct = scratch.direct
+    return {
+        "generator": "scratch file (O_DIRECT)" if direct else "scratch file (page cache)",
+        "write GB/s": moved / wrote / 1e9,
+        "read GB/s": moved / read / 1e9,
+    }
 
 
 def original_case(checkout: str, weights_dir: str, size: tuple[int, int]) -> dict:
@@ -231,6 +290,11 @@ def enhance(args) -> list[dict]:
             for precision in ("float32", "bfloat16"):
                 rows.append(in_fresh_process(enhance_case, model, size, precision, weights_dir))
                 _print(rows[-1])
+    rows.append(in_fresh_process(scratch_disk))
+    print(
+        f"{rows[-1]['generator']}: writes {rows[-1]['write GB/s']:.2f} GB/s, "
+        f"reads {rows[-1]['read GB/s']:.2f} GB/s"
+    )
     if weights_dir:
         rows += whole_processes(args, weights_dir)
         rows.append(in_fresh_process(folder_throughput, weights_dir, (1536, 2048), 4))
@@ -286,6 +350,12 @@ def _print(row: dict) -> None:
     print(
         f"enhance   {row['generator']:28} {row['size']:9} {row['precision']:8} {row['mode']:18} "
         f"{row['timing']:13} {row['s/image']:6.2f} s  {rate}  {row['peak RSS GB']:.2f} GB"
+        + (
+            f"  scratch {row['scratch GB written']:.1f} GB written, "
+            f"{row['scratch GB read']:.1f} GB read"
+            if "scratch GB written" in row
+            else ""
+        )
     )
 
 

@@ -75,3 +75,28 @@ def test_fast_rows_are_compared_with_their_float32_twin_only():
     ]
     _fast_ratios(rows)
     assert [r.get("x float32") for r in rows] == [None, 1.6, None, 2.0, None]
+
+
+def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
+    import numpy as np
+    from conftest import random_generator
+
+    from dped.inference import stream
+    from dped.inference.graphs import FastGenerator
+    from dped.inference.tiling import enhance_image
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench import _scratch_bytes, scratch_disk
+
+    graphs = FastGenerator(random_generator(filters=16, res_blocks=2))
+    image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
+    with _scratch_bytes() as traffic:
+        enhance_image(graphs, image, 8, budget=0, scratch=tmp_path)
+    # 4 norm inputs and 2 block inputs, each 40x30x16 float32 in whole 4 KiB pages
+    assert traffic["w"] == 6 * -(-40 * 30 * 16 * 4 // 4096) * 4096
+    assert traffic["r"] >= 6 * 40 * 30 * 16 * 4  # each read back at least once, with context
+    enhance_image(graphs, image, 8)  # one pass: no scratch file, and the counters are gone
+    assert traffic["w"] == 6 * -(-40 * 30 * 16 * 4 // 4096) * 4096
+    assert stream._write_all.__name__ == "_write_all"
+    disk = scratch_disk(0.05)
+    assert disk["write GB/s"] > 0 and disk["read GB/s"] > 0
