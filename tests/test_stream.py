@@ -117,6 +117,32 @@ def test_a_failed_band_write_fails_the_run_instead_of_reading_a_hole(tmp_path, g
     assert list(tmp_path.iterdir()) == []
 
 
+def test_at_most_two_bands_wait_for_a_slow_disk(tmp_path, graphs, monkeypatch):
+    import time
+
+    write, band_write = stream._write_all, stream._Stage.write
+    computed, written, waiting = [0], [0], []
+
+    def slow_disk(fd, data, offset):
+        time.sleep(0.005)
+        write(fd, data, offset)
+
+    def counted(stage, *args):
+        band_write(stage, *args)
+        written[0] += 1
+
+    def progress():  # once per band, after its graph ran
+        computed[0] += 1
+        waiting.append(computed[0] - written[0])
+
+    monkeypatch.setattr(stream, "_write_all", slow_disk)
+    monkeypatch.setattr(stream._Stage, "write", counted)
+    image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
+    enhance_image(graphs, image, 8, budget=0, scratch=tmp_path, progress=progress)
+    # the bands of the stages that write come first (the last stage writes nothing)
+    assert written[0] > 40 and max(waiting[: written[0]]) == 2
+
+
 def test_cli_scratch_dir_is_used_and_left_empty(tmp_path, authors_checkpoints):
     import imageio.v3 as iio
     from conftest import photo

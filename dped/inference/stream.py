@@ -218,7 +218,7 @@ def bands(height: int, rows: int) -> list[tuple[int, int]]:
 def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lambda: None):
     """Yield (y0, y1, float32 output rows) of an instance-norm generator over `image` (float32
     0..1, or uint8 / uint16 pixels), stage by stage through a scratch file in `scratch_dir`.
-    Reads of the next band and writes of the last one run in two I/O threads beside the graphs
+    Reads of the next band and writes of the last ones run in two I/O threads beside the graphs
     (one each: a slot's bands are written in order)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -248,6 +248,8 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
                     continue
                 *skip, h, mean, var = out
                 written.append(writes.submit(stage.write, core, *skip, h))
+                if len(written) > 2:  # two bands at most wait for the disk, however slow it is:
+                    written[-3].result()  # each holds band-sized maps
                 parts.append(((y1 - y0) * width, mean.numpy(), var.numpy()))
                 progress()
             if not stage.last:
