@@ -1,3 +1,4 @@
+import io
 import json
 from pathlib import Path
 
@@ -179,6 +180,23 @@ def test_exif_orientation_matches_pillows(tmp_path, orientation):
         upright = np.asarray(ImageOps.exif_transpose(im))
     rgb, _, _ = load_image(tmp_path / "o.png")
     assert np.array_equal(np.rint(rgb * 255).astype(np.uint8), upright)
+
+
+@pytest.mark.parametrize("spng", [True, False], ids=["libspng", "libpng fallback"])
+def test_png_output_is_lossless_at_every_depth_and_channel_count(monkeypatch, spng):
+    import imagecodecs
+
+    from dped.inference.images import png_bytes
+
+    monkeypatch.setattr(imagecodecs.SPNG, "available", spng and imagecodecs.SPNG.available)
+    rng = np.random.default_rng(5)
+    for dtype, channels in ((np.uint8, 3), (np.uint8, 4), (np.uint16, 3), (np.uint16, 4)):
+        pixels = rng.integers(0, np.iinfo(dtype).max, (17, 23, channels), dtype=dtype)
+        data = png_bytes(pixels)
+        assert np.array_equal(imagecodecs.png_decode(data), pixels)
+        if dtype == np.uint8:  # and any reader takes it
+            with Image.open(io.BytesIO(data)) as im:
+                assert np.array_equal(np.asarray(im), pixels)
 
 
 def test_sixteen_bit_rgb_is_read_and_written_at_full_depth(tmp_path):
