@@ -235,20 +235,20 @@ def scratch_disk(gigabytes: float = 2.0) -> dict:
     from dped.inference.stream import Scratch
 
     width, channels, rows = 2048, 64, 98  # 1536x2048 float32 bands of the authors' models
-    height = max(rows, int(gigabytes * 1e9 / (width * channels * 4)))
+    count = max(1, round(gigabytes * 1e9 / (rows * width * channels * 4)))
     band = np.random.default_rng(0).random((rows, width, channels), dtype=np.float32)
-    with Scratch(tempfile.gettempdir(), height, width, channels) as scratch:
+    with Scratch(tempfile.gettempdir(), count * rows, width, channels) as scratch:
         writer = scratch.writer(0, rows)
         start = time.perf_counter()
-        for _ in range(height // rows):
+        for _ in range(count):
             writer.append(band)
         writer.close()
         wrote = time.perf_counter() - start
         buffer, start = scratch.buffer(rows), time.perf_counter()
-        for y in range(0, height - rows + 1, rows):
-            scratch.read(0, y, y + rows, buffer)
+        for k in range(count):
+            scratch.read(0, k * rows, (k + 1) * rows, buffer)
         read = time.perf_counter() - start
-        moved = (height // rows) * band.nbytes
+        moved = count * band.nbytes
         direct = scratch.direct
     return {
         "generator": "scratch file (O_DIRECT)" if direct else "scratch file (page cache)",
