@@ -40,8 +40,11 @@ def config_docs() -> str:
 def _enhance_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from dped.inference.driver import enhance_files, load_generator
-    from dped.inference.graphs import bfloat16_native, inference_graphs
+    from dped import quiet
+
+    with quiet.skipping():  # Keras's plotting and pandas imports: ~0.8 s of every start
+        from dped.inference.driver import enhance_files, load_generator
+        from dped.inference.graphs import bfloat16_native, inference_graphs
 
     precision = "float32"
     if args.fast and bfloat16_native():

@@ -7,6 +7,10 @@ so `TF_CPP_MIN_LOG_LEVEL` does not hide them, and users cannot tell them from re
 keras, tensorboard or our modules) in a redirect of file descriptor 2 and prints back the lines
 at or above the log level. `DPED_VERBOSE=1` (`dped --verbose`) or `TF_CPP_MIN_LOG_LEVEL=0`
 shows everything.
+
+`skipping()` makes that first import lean where a process only runs inference: Keras imports
+matplotlib, pandas and IPython when they are installed (for its plot galleries, DataFrame inputs
+to `fit` and notebook display), and loading them took ~0.8 s of every `dped enhance` start here.
 """
 
 from __future__ import annotations
@@ -96,6 +100,37 @@ class _QuietLoader(importlib.abc.Loader):
         with filtered_stderr():
             self.loader.exec_module(module)
             module.config.list_physical_devices()  # device start-up: where cuInit complains
+
+
+# Optional imports of Keras and TensorFlow that inference never uses.
+INFERENCE_SKIPS = ("matplotlib", "pandas", "IPython")
+
+
+@contextlib.contextmanager
+def skipping(names: tuple[str, ...] = INFERENCE_SKIPS):
+    """Inside the block, importing `names` or their submodules fails with ImportError, as if
+    they were not installed; Keras and TensorFlow then go without them. Only where TensorFlow is
+    not imported yet: a process that has it keeps what its Keras found. Imports after the
+    block work as usual."""
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    finder = _SkipFinder(names)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
+class _SkipFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, names: tuple[str, ...]):
+        self.names = frozenset(names)
+
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ImportError(f"{name}: skipped while TensorFlow is imported for inference")
+        return None
 
 
 class _QuietFinder(importlib.abc.MetaPathFinder):

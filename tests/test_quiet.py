@@ -1,8 +1,10 @@
 """TensorFlow's C++ start-up lines are hidden by default, real errors and warnings are not."""
 
 import re
+import subprocess
+import sys
 
-from conftest import dped_cli, make_dataset
+from conftest import dped_cli, make_dataset, photo
 
 from dped import quiet
 
@@ -50,3 +52,38 @@ def test_dped_train_prints_no_tensorflow_startup_lines_unless_verbose(tmp_path):
     loud = dped("--verbose", *args, str(tmp_path / "loud"))
     assert loud.returncode == 0, loud.stderr
     assert "All log messages before absl::InitializeLog()" in loud.stderr
+
+
+def test_dped_enhance_starts_without_kerass_optional_imports_and_they_work_after(
+    run_folder, tmp_path
+):
+    """`dped enhance` imports TensorFlow without matplotlib, pandas and IPython (Keras loads them
+    when installed; ~0.8 s of every start), and the process can still import them afterwards."""
+    import imageio.v3 as iio
+
+    iio.imwrite(tmp_path / "p.png", photo((40, 48)))
+    script = f"""
+import sys
+from dped.cli import main
+status = main(["enhance", {str(tmp_path / "p.png")!r}, "--model", {str(run_folder)!r},
+               "--out", {str(tmp_path / "out")!r}])
+print("status", status)
+print("loaded", sorted(m for m in {quiet.INFERENCE_SKIPS!r} if m in sys.modules))
+import matplotlib.pyplot, pandas, IPython
+print("imported after")
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["status 0", "loaded []", "imported after"]
+    assert (tmp_path / "out" / "p.png").is_file()
+
+
+def test_skipping_is_a_no_op_once_tensorflow_is_imported():
+    import tensorflow  # noqa: F401  (this test process may have it already)
+
+    sys.modules.pop("colorsys", None)
+    with quiet.skipping(("colorsys",)):
+        import colorsys  # noqa: F401
+    assert "colorsys" in sys.modules
