@@ -106,6 +106,16 @@ class Scratch:
         rows = rows.reshape(1, y1 - y0, self.width, self.channels)
         return tf.experimental.dlpack.from_dlpack(rows.__dlpack__())
 
+    def release(self, slot: int, y0: int, y1: int) -> None:
+        """Hands rows y0:y1 of a slot (the whole pages inside them) back to the file system
+        while the graphs still run: freeing a few GB waits ~0.1 s a GB on a disk that discards
+        freed blocks, which `close` then does not wait for. A no-op where holes cannot be
+        punched."""
+        start = _round_up(slot * self.slot + y0 * self.row)
+        stop = (slot * self.slot + y1 * self.row) // PAGE * PAGE
+        if stop > start:
+            _punch_hole(self.fd, start, stop - start)
+
     def close(self) -> None:
         os.close(self.fd)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -162,6 +172,22 @@ def _open_unlinked(path: Path) -> tuple[int, bool]:
     fd = os.open(path, flags, 0o600)
     path.unlink()
     return fd, False
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """fallocate(PUNCH_HOLE | KEEP_SIZE) (Linux); False where the system or file system has
+    none."""
+    import ctypes
+
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except AttributeError:
+        return False
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length) == 0
+
+
+_KEEP_SIZE, _PUNCH_HOLE = 0x01, 0x02  # linux/falloc.h
 
 
 def _write_all(fd: int, data: np.ndarray, offset: int) -> None:
@@ -236,6 +262,8 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
         for i in range(len(graphs.norms) + 1):
             stage = _Stage(graphs, i, image, scratch, buffers, spans)
             parts, written = [], []
+            if stage.last:  # the writer has nothing left to write: it frees what is not read
+                written.append(writes.submit(stage.release_unread))
             ahead = reads.submit(stage.inputs, 0)
             for k, (y0, y1) in enumerate(spans):
                 inputs, core = ahead.result()
@@ -253,11 +281,12 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
                 parts.append(((y1 - y0) * width, mean.numpy(), var.numpy()))
                 progress()
             if not stage.last:
-                # The next stage reads what this one wrote: every write must have landed (a
-                # failed one would leave a hole that reads back as zeros).
                 written.append(writes.submit(stage.close))
-                for done in written:
-                    done.result()
+            # The next stage reads what this one wrote: every write must have landed (a failed
+            # one would leave a hole that reads back as zeros).
+            for done in written:
+                done.result()
+            if not stage.last:
                 stats = np.stack(pooled_moments(parts)).astype(np.float32)
 
 
@@ -279,6 +308,11 @@ class _Stage:
         self.writers = [] if self.last else [scratch.writer(i % 2, rows)]
         if self.keeps_skip:
             self.writers.insert(0, scratch.writer(2 + (i // 2) % 2, rows))
+        # Norm i-1's input; after a block's last norm, also that block's input (added back).
+        self.reads = [] if i == 0 else [(i - 1) % 2]
+        if i and i % 2 == 0:
+            self.reads.append(2 + ((i - 1) // 2) % 2)
+        self.released = 0  # the last stage frees the rows above its window as it goes
 
     def inputs(self, k: int):
         """The graph's inputs for band k, and the band's core rows in its window."""
@@ -290,18 +324,25 @@ class _Stage:
         core = np.array([y0 - w0, y1 - w0], np.int32)
         if self.i == 0:
             return (as_float(self.image[None, w0:w1]),), core
-        h_buf, skip_buf = (pair[k % 2] for pair in self.buffers)
-        h = self._read((self.i - 1) % 2, w0, w1, h_buf)
-        if self.i % 2:  # norm i-1 starts a block: nothing to add back (the skip is unused)
-            return (h, h), core
-        block = (self.i - 1) // 2  # norm i-1 ends this block: its input is added back
-        return (h, self._read(2 + block % 2, w0, w1, skip_buf)), core
+        maps = [
+            self._read(slot, w0, w1, pair[k % 2]) for slot, pair in zip(self.reads, self.buffers)
+        ]
+        if self.last and w0 > self.released:  # no later window reads rows above w0
+            for slot in self.reads:
+                self.scratch.release(slot, self.released, w0)
+            self.released = w0
+        # Where norm i-1 starts a block there is nothing to add back (the skip is unused).
+        return (maps[0], maps[-1]), core
 
     def _read(self, slot: int, w0: int, w1: int, buffer):
         import tensorflow as tf
 
         rows = self.scratch.read(slot, w0, w1, buffer)
         return rows if rows.dtype == self.dtype else tf.bitcast(rows, self.dtype)
+
+    def release_unread(self) -> None:
+        for slot in sorted(set(range(SLOTS)) - set(self.reads)):
+            self.scratch.release(slot, 0, self.height)
 
     def write(self, core, *maps) -> None:
         """The core rows of ([the block's output,] norm i's input), each to its slot."""
