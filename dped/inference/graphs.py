@@ -138,51 +138,79 @@ class FastGenerator:
           ([the block's output, with `skip_out`,] norm i's input, its moments over the core);
         - the last stage: (last norm's input, skip, its stats, core) -> the enhanced core rows.
         """
-        if (i, skip_out) not in self._stages:
-            self._stages[i, skip_out] = self._stage_graph(i, skip_out)
-        return self._stages[i, skip_out]
-
-    def _stage_graph(self, i: int, skip_out: bool):
         last = len(self.norms)
+        if not 0 < i < last:
+            if i not in self._stages:
+                self._stages[i] = self._end_graph(i)
+            return self._stages[i]
+        # The middle stages differ only in their weights, which are inputs: two traced graphs
+        # (after a block's first norm, after its last) serve them all, so a process traces and
+        # optimises 4 graphs rather than 9 before its first photo.
+        key = ((i - 1) % 2, skip_out)
+        if key not in self._stages:
+            self._stages[key] = self._middle_graph(*key)
+        graph = self._stages[key]
+        conv, norm = self.block_convs[i // 2][i % 2], self.norms[i - 1]
+
+        def run(h, skip, stats, core):
+            weights = (conv.kernel, norm.scale, norm.shift, norm.epsilon)  # read at every call
+            return graph(h, skip, stats, core, *(tf.convert_to_tensor(w) for w in weights))
+
+        return run
+
+    def _pre_norm(self, a, conv, core):
+        """A norm's input from the activation before its conv (bias skipped: the norm's mean
+        subtraction cancels it), and its moments over the core rows."""
+        h = tf.nn.conv2d(tf.cast(a, self.dtype), tf.cast(conv, self.dtype), 1, "SAME")
+        return (h, *channel_moments(h, core))
+
+    def _middle_graph(self, adds_skip: int, skip_out: bool):
+        """Stage i, 1 <= i < number of norms, with norm i-1's and conv i's weights as inputs;
+        norm i-1 ends a block where `adds_skip` (its input is added back)."""
         rows = tf.TensorSpec([1, None, None, self.channels], self.dtype)
-        core = tf.TensorSpec([2], tf.int32)
-        stat = tf.TensorSpec([2, self.channels], tf.float32)
+        signature = [
+            rows,
+            rows,
+            tf.TensorSpec([2, self.channels], tf.float32),  # norm i-1's mean and variance
+            tf.TensorSpec([2], tf.int32),
+            tf.TensorSpec([None, None, self.channels, self.channels], tf.float32),
+            tf.TensorSpec([self.channels], tf.float32),
+            tf.TensorSpec([self.channels], tf.float32),
+            tf.TensorSpec([], tf.float32),
+        ]
 
-        def pre_norm(a, i, core):
-            """Norm i's input from the activation before its conv, and its moments."""
-            layer = self.block_convs[i // 2][i % 2]
-            h = self._conv(tf.cast(a, self.dtype), layer, bias=False)
-            return (h, *channel_moments(h, core))
-
-        def normalized(h, skip, stats, k):
+        def stage(h, skip, stats, core, conv, scale, shift, epsilon):
             mean, var = tf.unstack(stats)
-            layer = self.norms[k]
-            terms = (mean, tf.math.rsqrt(var + layer.epsilon), layer.scale, layer.shift)
-            terms = tuple(tf.convert_to_tensor(t) for t in terms)
-            return _normalize_relu_add(h, *terms, skip) if k % 2 else _normalize_relu(h, *terms)
+            terms = (mean, tf.math.rsqrt(var + epsilon), scale, shift)
+            a = _normalize_relu_add(h, *terms, skip) if adds_skip else _normalize_relu(h, *terms)
+            return ((a,) if skip_out else ()) + self._pre_norm(a, conv, core)
 
+        return tf.function(stage, input_signature=signature, autograph=False)
+
+    def _end_graph(self, i: int):
+        """Stage 0 (the image in) or the last stage (the enhanced rows out)."""
+        core = tf.TensorSpec([2], tf.int32)
         if i == 0:
 
             def stage(x, core):
                 stem = self._conv(tf.cast(x - self.offset, self.dtype), self.stem, relu=True)
-                return (stem, *pre_norm(stem, 0, core))
+                return (stem, *self._pre_norm(stem, self.block_convs[0][0].kernel, core))
 
             signature = [tf.TensorSpec([1, None, None, 3], tf.float32), core]
-        elif i < last:
-
-            def stage(h, skip, stats, core):
-                a = normalized(h, skip, stats, i - 1)
-                return ((a,) if skip_out else ()) + pre_norm(a, i, core)
-
-            signature = [rows, rows, stat, core]
         else:
+            layer = self.norms[i - 1]
 
             def stage(h, skip, stats, core):
-                a = tf.cast(normalized(h, skip, stats, i - 1), self.dtype)
-                for layer in self.tail:
-                    a = self._conv(a, layer, relu=True)
+                mean, var = tf.unstack(stats)
+                terms = (mean, tf.math.rsqrt(var + layer.epsilon), layer.scale, layer.shift)
+                terms = tuple(tf.convert_to_tensor(t) for t in terms)
+                a = tf.cast(_normalize_relu_add(h, *terms, skip), self.dtype)
+                for conv in self.tail:
+                    a = self._conv(a, conv, relu=True)
                 return (self._head(a) + self.out_offset)[:, core[0] : core[1]]
 
+            rows = tf.TensorSpec([1, None, None, self.channels], self.dtype)
+            stat = tf.TensorSpec([2, self.channels], tf.float32)
             signature = [rows, rows, stat, core]
         return tf.function(stage, input_signature=signature, autograph=False)
 
