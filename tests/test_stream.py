@@ -162,18 +162,27 @@ def test_cli_scratch_dir_is_used_and_left_empty(tmp_path, authors_checkpoints):
     assert np.abs(streamed - one).max() <= 1
 
 
-def test_the_fast_mode_streams_bfloat16_activations_like_its_one_pass():
+def test_the_fast_mode_streams_bfloat16_activations_like_its_one_pass(monkeypatch):
     from conftest import photo
 
     generator = random_generator(filters=16, res_blocks=2)
     image = photo((61, 47)).astype(np.float32) / 255
     fast = FastGenerator(generator, "bfloat16")
+    opened, scratch = [], stream.Scratch.__init__
+
+    def spy(self, *args):
+        scratch(self, *args)
+        opened.append(self.dtype)
+
+    monkeypatch.setattr(stream.Scratch, "__init__", spy)
     streamed = enhance_image(fast, image, 8, budget=0)  # bands of 1 row: 61 per stage
-    one = fast.one_pass(image[None]).numpy()[0]
-    exact = FastGenerator(generator).one_pass(image[None]).numpy()[0]
-    # bfloat16 stored and added back as the one pass keeps it: the same arithmetic (with
-    # float32 storage the two fast modes differed by up to 0.01)
-    assert np.abs(streamed - one).max() <= 1e-3 < np.abs(one - exact).max()
+    assert opened == [np.dtype(np.uint16)]  # bfloat16 bits stored, as the one pass keeps them
+    # Usually bit-identical to the fast one pass. But a float32 difference of 1e-6 in any
+    # statistic (thread timing made one between runs, in about 1 run in 4) flips bfloat16
+    # roundings that spread to ~7e-3 at most, 1e-3 on average: bfloat16's own noise. A wrong
+    # halo or statistic is far beyond it.
+    diff = np.abs(streamed - fast.one_pass(image[None]).numpy()[0])
+    assert diff.max() <= 0.02 and diff.mean() <= 1.5e-3
 
 
 def test_every_band_of_a_stage_runs_one_window_height(graphs, monkeypatch, tmp_path):
