@@ -42,7 +42,7 @@ def _enhance_command(args: argparse.Namespace) -> int:
 
     from dped import quiet
 
-    with quiet.skipping():  # Keras's plotting and pandas imports: ~0.8 s of every start
+    with quiet.skipping():  # Keras's optional imports (plotting, pandas, ...): ~1 s a start
         from dped.inference.driver import enhance_files, load_generator
         from dped.inference.graphs import bfloat16_native, inference_graphs
 

@@ -9,8 +9,9 @@ at or above the log level. `DPED_VERBOSE=1` (`dped --verbose`) or `TF_CPP_MIN_LO
 shows everything.
 
 `skipping()` makes that first import lean where a process only runs inference: Keras imports
-matplotlib, pandas and IPython when they are installed (for its plot galleries, DataFrame inputs
-to `fit` and notebook display), and loading them took ~0.8 s of every `dped enhance` start here.
+matplotlib, pandas, IPython, scipy and h5py when they are installed (for its plot galleries,
+DataFrame inputs to `fit`, notebook display, image utilities and .h5 files), and loading them
+took ~1 s of every `dped enhance` start here.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 # Optional imports of Keras and TensorFlow that inference never uses.
-INFERENCE_SKIPS = ("matplotlib", "pandas", "IPython")
+INFERENCE_SKIPS = ("matplotlib", "pandas", "IPython", "scipy", "h5py")
 
 
 @contextlib.contextmanager

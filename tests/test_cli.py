@@ -42,7 +42,6 @@ def test_enhance_leaves_without_the_interpreters_teardown_and_keeps_its_exit_cod
     TensorFlow took ~0.7 s): atexit handlers do not run, the exit code and the error lines
     still arrive. Other commands end as usual."""
     import imageio.v3 as iio
-
     from conftest import photo
 
     iio.imwrite(tmp_path / "good.png", photo((32, 40)))
@@ -60,8 +59,15 @@ entry()
             [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300
         )
 
-    run = dped("enhance", str(tmp_path / "good.png"), str(tmp_path / "bad.jpg"),
-               "--model", str(run_folder), "--out", str(tmp_path / "out"))
+    run = dped(
+        "enhance",
+        str(tmp_path / "good.png"),
+        str(tmp_path / "bad.jpg"),
+        "--model",
+        str(run_folder),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert run.returncode == 1  # one file failed
     assert "teardown ran" not in run.stdout
     assert "bad.jpg: cannot decode" in run.stderr

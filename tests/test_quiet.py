@@ -57,8 +57,8 @@ def test_dped_train_prints_no_tensorflow_startup_lines_unless_verbose(tmp_path):
 def test_dped_enhance_starts_without_kerass_optional_imports_and_they_work_after(
     run_folder, tmp_path
 ):
-    """`dped enhance` imports TensorFlow without matplotlib, pandas and IPython (Keras loads them
-    when installed; ~0.8 s of every start), and the process can still import them afterwards."""
+    """`dped enhance` imports TensorFlow without Keras's optional imports (matplotlib, pandas,
+    IPython, scipy, h5py: ~1 s of every start), and the process can still import them after."""
     import imageio.v3 as iio
 
     iio.imwrite(tmp_path / "p.png", photo((40, 48)))
@@ -69,7 +69,7 @@ status = main(["enhance", {str(tmp_path / "p.png")!r}, "--model", {str(run_folde
                "--out", {str(tmp_path / "out")!r}])
 print("status", status)
 print("loaded", sorted(m for m in {quiet.INFERENCE_SKIPS!r} if m in sys.modules))
-import matplotlib.pyplot, pandas, IPython
+import matplotlib.pyplot, pandas, IPython, scipy.ndimage, h5py
 print("imported after")
 """
     run = subprocess.run(
