@@ -10,9 +10,10 @@ The same math as `models.build_generator`, arranged for the CPU:
 Statistics are inputs of the traced graphs, not constants, so each graph is traced once per
 generator. For instance-norm generators the `stage` graphs cut the network at its norms: stage i
 turns norm i-1's input rows (and a residual block's skip rows) into norm i's input rows, so that
-`inference.stream` can run a whole photo stage by stage through a scratch file. Weights are read
-from the Keras variables when a graph runs, so a generator trained further is never served stale
-weights.
+`inference.stream` can run a whole photo stage by stage through a scratch file; the middle
+stages take their weights as inputs too, so two traced graphs serve all of them (tracing and
+optimising a graph is a fixed cost of every process). Weights are read from the Keras variables
+when a graph runs, so a generator trained further is never served stale weights.
 
 `precision='bfloat16'` (the fast mode) runs the convolutions in bfloat16; statistics, the
 normalisation and the output stay float32.
