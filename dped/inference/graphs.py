@@ -61,6 +61,12 @@ def _row_squares(rows, mean):
     return tf.reduce_sum(tf.square(rows - mean), 1)
 
 
+def _pooled_terms(stats, epsilon, scale, shift):
+    """A streamed norm's (mean, inv_std, scale, shift) from its pooled [mean, variance]."""
+    mean, var = tf.unstack(stats)
+    return mean, tf.math.rsqrt(var + epsilon), scale, shift
+
+
 def channel_moments(h, core=None):
     """Per-channel mean and variance of a (1, H, W, C) activation, over its rows core[0]:core[1]
     when given (no sliced copy: rows are summed first, then picked). Row sums in float32 (a
@@ -181,8 +187,7 @@ class FastGenerator:
         ]
 
         def stage(h, skip, stats, core, conv, scale, shift, epsilon):
-            mean, var = tf.unstack(stats)
-            terms = (mean, tf.math.rsqrt(var + epsilon), scale, shift)
+            terms = _pooled_terms(stats, epsilon, scale, shift)
             a = _normalize_relu_add(h, *terms, skip) if adds_skip else _normalize_relu(h, *terms)
             return ((a,) if skip_out else ()) + self._pre_norm(a, conv, core)
 
@@ -202,9 +207,8 @@ class FastGenerator:
             layer = self.norms[i - 1]
 
             def stage(h, skip, stats, core):
-                mean, var = tf.unstack(stats)
-                terms = (mean, tf.math.rsqrt(var + layer.epsilon), layer.scale, layer.shift)
-                terms = tuple(tf.convert_to_tensor(t) for t in terms)
+                weights = (tf.convert_to_tensor(w) for w in (layer.scale, layer.shift))
+                terms = _pooled_terms(stats, layer.epsilon, *weights)
                 a = tf.cast(_normalize_relu_add(h, *terms, skip), self.dtype)
                 for conv in self.tail:
                     a = self._conv(a, conv, relu=True)
