@@ -21,6 +21,7 @@ on success, on error and on Ctrl-C.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import shutil
 import tempfile
@@ -174,17 +175,24 @@ def _open_unlinked(path: Path) -> tuple[int, bool]:
     return fd, False
 
 
-def _punch_hole(fd: int, offset: int, length: int) -> bool:
-    """fallocate(PUNCH_HOLE | KEEP_SIZE) (Linux); False where the system or file system has
-    none."""
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """fallocate(PUNCH_HOLE | KEEP_SIZE); nothing where the system or file system has none."""
+    fallocate = _fallocate()
+    if fallocate is not None:
+        fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length)
+
+
+@functools.cache
+def _fallocate():
+    """libc's fallocate (Linux), looked up once; None elsewhere."""
     import ctypes
 
     try:
         fallocate = ctypes.CDLL(None, use_errno=True).fallocate
     except AttributeError:
-        return False
+        return None
     fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    return fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, length) == 0
+    return fallocate
 
 
 _KEEP_SIZE, _PUNCH_HOLE = 0x01, 0x02  # linux/falloc.h
