@@ -118,22 +118,33 @@ def test_a_failed_band_write_fails_the_run_instead_of_reading_a_hole(tmp_path, g
 
 
 def test_at_most_two_bands_wait_for_a_slow_disk(tmp_path, graphs, monkeypatch):
+    import threading
     import time
 
     write, band_write = stream._write_all, stream._Stage.write
-    computed, written, waiting = [0], [0], []
+    computed, written, waiting, lock = [0], [0], [], threading.Lock()
 
     def slow_disk(fd, data, offset):
         time.sleep(0.005)
         write(fd, data, offset)
 
-    def counted(stage, *args):
-        band_write(stage, *args)
-        written[0] += 1
+    def counted(stage, *args):  # a band is written when all its maps have landed
+        futures = band_write(stage, *args)
+        left = [len(futures)]
+
+        def landed(_):
+            with lock:
+                left[0] -= 1
+                written[0] += left[0] == 0
+
+        for future in futures:
+            future.add_done_callback(landed)
+        return futures
 
     def progress():  # once per band, after its graph ran
         computed[0] += 1
-        waiting.append(computed[0] - written[0])
+        with lock:
+            waiting.append(computed[0] - written[0])
 
     monkeypatch.setattr(stream, "_write_all", slow_disk)
     monkeypatch.setattr(stream._Stage, "write", counted)
@@ -229,3 +240,49 @@ def test_the_last_stage_frees_the_scratch_file_as_it_goes(tmp_path, graphs, monk
     np.testing.assert_allclose(streamed, enhance_image(graphs, image, budget=10**12), atol=1e-4)
     [(allocated, size)] = held
     assert allocated < size / 4  # 4 slots: the last window of the 2 it reads (was all 4)
+
+
+def test_a_stage_reads_while_the_last_writes_land_but_never_ahead_of_them(
+    tmp_path, graphs, monkeypatch
+):
+    """A stage's first bands are read while the stage before still writes its last ones (the
+    disk is not left idle at the boundary), and no read overtakes the writes of its rows: bands
+    of one row of 29 columns end mid-page (their last bytes go out with a later band), and six
+    bands make the next stage read the rows the last writes carry."""
+    import threading
+    import time
+
+    write, writer, read = stream._write_all, stream.Scratch.writer, stream.Scratch.read
+    lock, on_disk, pending, overlapped, overtaken = threading.Lock(), {}, {}, [0], []
+    slot_size = []
+
+    def new_writer(scratch, slot, rows):  # a slot's new contents start empty
+        on_disk[slot], pending[slot] = 0, 0
+        slot_size[:] = [scratch.slot]
+        return writer(scratch, slot, rows)
+
+    def slow_disk(fd, data, offset):
+        slot = offset // slot_size[0]
+        with lock:
+            pending[slot] += 1
+        time.sleep(0.002)
+        write(fd, data, offset)
+        with lock:
+            pending[slot] -= 1
+            on_disk[slot] = max(on_disk[slot], offset + len(data) - slot * slot_size[0])
+
+    def checked_read(scratch, slot, y0, y1, buffer):
+        with lock:  # within a stage, reads and writes go to different slots
+            overlapped[0] += pending[slot] > 0
+            if on_disk[slot] < y1 * scratch.row:
+                overtaken.append((slot, y1))
+        return read(scratch, slot, y0, y1, buffer)
+
+    monkeypatch.setattr(stream.Scratch, "writer", new_writer)
+    monkeypatch.setattr(stream, "_write_all", slow_disk)
+    monkeypatch.setattr(stream.Scratch, "read", checked_read)
+    image = np.random.default_rng(1).random((6, 29, 3), dtype=np.float32)
+    streamed = enhance_image(graphs, image, 5, budget=0, scratch=tmp_path)  # bands of 1 row
+    assert overtaken == []
+    assert overlapped[0] > 0
+    np.testing.assert_allclose(streamed, enhance_image(graphs, image, 12), atol=1e-4)

@@ -133,7 +133,7 @@ class SlotWriter:
     boundary wait in the staging buffer for the next band, and `close` pads the slot's end."""
 
     def __init__(self, fd: int, offset: int, band_bytes: int):
-        self.fd, self.offset = fd, offset
+        self.fd, self.offset, self.start = fd, offset, offset
         self.staged = _aligned(PAGE + min(CHUNK, _round_up(band_bytes)))
         self.kept = 0  # bytes staged for the next write
 
@@ -153,7 +153,13 @@ class SlotWriter:
     def close(self) -> None:
         if self.kept:
             _write_all(self.fd, self.staged[:PAGE], self.offset)
+            self.offset += PAGE
             self.kept = 0
+
+    def holds(self, size: int) -> bool:
+        """Whether the slot's first `size` bytes are on disk (not waiting in the staging
+        buffer for the next band)."""
+        return self.offset - self.start >= size
 
 
 def _open_unlinked(path: Path) -> tuple[int, bool]:
@@ -252,57 +258,62 @@ def bands(height: int, rows: int) -> list[tuple[int, int]]:
 def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lambda: None):
     """Yield (y0, y1, float32 output rows) of an instance-norm generator over `image` (float32
     0..1, or uint8 / uint16 pixels), stage by stage through a scratch file in `scratch_dir`.
-    Reads of the next band and writes of the last ones run in two I/O threads beside the graphs
-    (one each: a slot's bands are written in order)."""
+    The I/O runs beside the graphs in four threads: the next band's maps are read one per
+    thread, and each slot being written has its own (its bands land in order). A stage's first
+    band is read as soon as the rows it needs have landed, while the last bands of the stage
+    before are still being written: the disk is kept busy across the stages' boundaries."""
     from concurrent.futures import ThreadPoolExecutor
 
     height, width = image.shape[:2]
     spans = bands(height, rows)
     with (
         Scratch(scratch_dir, height, width, graphs.channels, graphs.precision) as scratch,
-        ThreadPoolExecutor(1, thread_name_prefix="dped-read") as reads,
-        ThreadPoolExecutor(1, thread_name_prefix="dped-write") as writes,
+        ThreadPoolExecutor(2, thread_name_prefix="dped-read") as reads,
+        ThreadPoolExecutor(1, thread_name_prefix="dped-write-skip") as skips,
+        ThreadPoolExecutor(1, thread_name_prefix="dped-write-norm") as norms,
     ):
         window = rows + 2 * max(graphs.stage_halo[1:])  # the largest window read back
         # Two buffers per input (the band being computed, the band being read ahead).
         buffers = [[scratch.buffer(window) for _ in range(2)] for _ in range(2)]
-        stats = None
+        stats, before, waiting = None, None, []
         for i in range(len(graphs.norms) + 1):
-            stage = _Stage(graphs, i, image, scratch, buffers, spans)
-            parts, written = [], []
-            if stage.last:  # the writer has nothing left to write: it frees what is not read
-                written.append(writes.submit(stage.release_unread))
-            ahead = reads.submit(stage.inputs, 0)
+            stage = _Stage(graphs, i, image, scratch, buffers, spans, (reads, skips, norms), before)
+            parts = []
+            ahead = stage.fetch(0)
             for k, (y0, y1) in enumerate(spans):
-                inputs, core = ahead.result()
+                inputs, core = ahead()
                 if k + 1 < len(spans):
-                    ahead = reads.submit(stage.inputs, k + 1)
+                    ahead = stage.fetch(k + 1)
                 out = stage.graph(*inputs, *([stats] if i else []), core)
                 if stage.last:
                     progress()
                     yield y0, y1, np.asarray(out)[0]
                     continue
-                *skip, h, mean, var = out
-                written.append(writes.submit(stage.write, core, *skip, h))
-                if len(written) > 2:  # two bands at most wait for the disk, however slow it is:
-                    written[-3].result()  # each holds band-sized maps
+                *maps, mean, var = out
+                waiting.append(stage.write(k, core, maps))
+                if len(waiting) > 2:  # two bands at most wait for the disk, however slow it is:
+                    _wait(waiting[-3])  # each holds band-sized maps
                 parts.append(((y1 - y0) * width, mean.numpy(), var.numpy()))
                 progress()
             if not stage.last:
-                written.append(writes.submit(stage.close))
-            # The next stage reads what this one wrote: every write must have landed (a failed
-            # one would leave a hole that reads back as zeros).
-            for done in written:
-                done.result()
-            if not stage.last:
+                stage.close()
                 stats = np.stack(pooled_moments(parts)).astype(np.float32)
+            before = stage
+        _wait(stage.finish())
+
+
+def _wait(futures) -> None:
+    for done in futures:
+        done.result()  # raises the I/O thread's error here
 
 
 class _Stage:
     """One stage's graph and its band I/O. Slots: norm inputs alternate between 0 and 1 (stage
     i writes i % 2, reads the other); block j's input lives in slot 2 + j % 2."""
 
-    def __init__(self, graphs, i: int, image, scratch: Scratch, buffers, spans):
+    def __init__(self, graphs, i: int, image, scratch, buffers, spans, threads, before):
+        """`threads`: the I/O threads (two readers; a writer for block inputs, one for norm
+        inputs); `before`: the stage whose writes this one reads."""
         self.i, self.image, self.spans = i, image, spans
         self.scratch, self.buffers = scratch, buffers
         self.dtype = graphs.dtype
@@ -321,9 +332,17 @@ class _Stage:
         if i and i % 2 == 0:
             self.reads.append(2 + ((i - 1) // 2) % 2)
         self.released = 0  # the last stage frees the rows above its window as it goes
+        self.landed = []  # (first row, futures) of each band's writes, then the writers' close
+        self.readers, *writes = threads
+        self.before = before
+        self.writing = writes[len(writes) - len(self.writers) :]  # one writer: the norm input's
+        # The last stage writes nothing: its writer frees the slots it does not read.
+        self.tasks = [writes[-1].submit(self.release_unread)] if self.last else []
 
-    def inputs(self, k: int):
-        """The graph's inputs for band k, and the band's core rows in its window."""
+    def fetch(self, k: int):
+        """Starts reading band k's inputs, each map in its own thread once the rows it needs
+        have landed; returns a call that waits for them and gives (the graph's inputs, the
+        band's core rows in its window)."""
         y0, y1 = self.spans[k]
         # Every window has the first one's height, the edge bands' too (their extra rows are
         # context, not written): XLA compiles the graphs' fused parts once per shape.
@@ -331,20 +350,35 @@ class _Stage:
         w1 = w0 + self.window
         core = np.array([y0 - w0, y1 - w0], np.int32)
         if self.i == 0:
-            return (as_float(self.image[None, w0:w1]),), core
+            rows = self.readers.submit(as_float, self.image[None, w0:w1])
+            return lambda: ((rows.result(),), core)
         maps = [
-            self._read(slot, w0, w1, pair[k % 2]) for slot, pair in zip(self.reads, self.buffers)
+            self.readers.submit(self._read, slot, w0, w1, pair[k % 2])
+            for slot, pair in zip(self.reads, self.buffers)
         ]
         if self.last and w0 > self.released:  # no later window reads rows above w0
             for slot in self.reads:
-                self.scratch.release(slot, self.released, w0)
+                self.readers.submit(self.scratch.release, slot, self.released, w0)
             self.released = w0
         # Where norm i-1 starts a block there is nothing to add back (the skip is unused).
-        return (maps[0], maps[-1]), core
+        return lambda: ((maps[0].result(), maps[-1].result()), core)
+
+    def _landed(self, w1: int) -> None:
+        """Waits until the stage before has written rows 0:w1: a read must not overtake a write
+        (it would read a hole as zeros), and a failed write fails the read. A band's last
+        partial page goes out with the next band's write. (Block inputs are read two stages
+        after they are written: all of that stage's writes landed before the stage between
+        ended.)"""
+        size = w1 * self.scratch.row
+        for y0, futures in self.before.landed:
+            if y0 >= w1 and all(w.holds(size) for w in self.before.writers):
+                return
+            _wait(futures)
 
     def _read(self, slot: int, w0: int, w1: int, buffer):
         import tensorflow as tf
 
+        self._landed(w1)
         rows = self.scratch.read(slot, w0, w1, buffer)
         return rows if rows.dtype == self.dtype else tf.bitcast(rows, self.dtype)
 
@@ -352,11 +386,25 @@ class _Stage:
         for slot in sorted(set(range(SLOTS)) - set(self.reads)):
             self.scratch.release(slot, 0, self.height)
 
-    def write(self, core, *maps) -> None:
-        """The core rows of ([the block's output,] norm i's input), each to its slot."""
-        for writer, rows in zip(self.writers, maps):
-            writer.append(np.asarray(rows)[0, core[0] : core[1]])
+    def write(self, k: int, core, maps) -> list:
+        """Starts writing band k's core rows of ([the block's output,] norm i's input), each to
+        its slot in its slot's thread; returns their futures."""
+        futures = [
+            pool.submit(self._append, writer, core, rows)
+            for pool, writer, rows in zip(self.writing, self.writers, maps)
+        ]
+        self.landed.append((self.spans[k][0], futures))
+        return futures
+
+    @staticmethod
+    def _append(writer: SlotWriter, core, rows) -> None:
+        writer.append(np.asarray(rows)[0, core[0] : core[1]])
 
     def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
+        """Pads each slot's last page, after its last band (the last band's reads wait)."""
+        closing = [pool.submit(w.close) for pool, w in zip(self.writing, self.writers)]
+        self.landed.append((self.height - 1, closing))
+
+    def finish(self) -> list:
+        """The last stage's own I/O tasks, to wait for."""
+        return self.tasks
