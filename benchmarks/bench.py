@@ -401,6 +401,13 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
     flops_px = generator_flops_per_pixel(build_generator("instance", "tanh"))
     peaks = {p: conv_peak_gflops(p) for p in ("float32", "bfloat16")}
     rows = []
+
+    def add(row: dict) -> None:  # its rate beside the peak of its precision, then printed
+        peak = peaks[row["precision"]]
+        row["conv peak GFLOP/s"], row["% of peak"] = peak, 100 * row["GFLOP/s"] / peak
+        rows.append(row)
+        _print(row)
+
     with tempfile.TemporaryDirectory() as tmp:
         photos = {}
         for size, name in (((1536, 2048), "iphone.png"), ((3000, 4000), "12mp.jpg")):
@@ -442,16 +449,12 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
                 str(Path(tmp, "theirs.png")),
             ]
             seconds, rss = whole_process(theirs)
-            rows.append(_authors_row(size, seconds, rss, flops_px, "whole process"))
-            _print(rows[-1])
+            add(_authors_row(size, seconds, rss, flops_px, "whole process"))
         for name, precision, mode, extra in cases:
             seconds, rss = whole_process(dped + extra)
-            rows.append(
-                _rate_row(name, size, precision, mode, seconds, rss, flops_px, "whole process")
-            )
-            _print(rows[-1])
+            add(_rate_row(name, size, precision, mode, seconds, rss, flops_px, "whole process"))
         seconds, rss = whole_process(dped + [str(photos[(3000, 4000)])], repeats=1)
-        rows.append(
+        add(
             _rate_row(
                 "dped enhance",
                 (3000, 4000),
@@ -463,14 +466,11 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
                 "whole process",
             )
         )
-        _print(rows[-1])
     authors = next((r for r in rows if r["generator"] == AUTHORS), None)
     one_pass = next(
         r for r in rows if r["mode"] == "one pass" and r["generator"].startswith("dped")
     )
     for row in rows:
-        peak = peaks[row["precision"]]
-        row["conv peak GFLOP/s"], row["% of peak"] = peak, 100 * row["GFLOP/s"] / peak
         if authors and row["size"] == authors["size"] and row is not authors:
             row["x authors' code"] = authors["s/image"] / row["s/image"]
         if row["size"] == one_pass["size"] and row["generator"].startswith("dped"):
