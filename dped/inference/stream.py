@@ -292,8 +292,8 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
                 *maps, mean, var = out
                 waiting.append(stage.write(k, core, maps))
                 # One band at most waits for the disk, however slow it is: each holds band-sized
-                # maps (two waiting put a 12 MP photo's peak at 1.54 GB on one machine, 1.45 with
-                # one; the writes of a band's two maps go out in parallel).
+                # maps, and two waiting put a 12 MP photo over 1.5 GB on an Intel Xeon (the
+                # writes of a band's two maps go out in parallel).
                 if len(waiting) > 1:
                     _wait(waiting[-2])
                 parts.append(((y1 - y0) * width, mean.numpy(), var.numpy()))
@@ -302,7 +302,7 @@ def stream_rows(graphs, image: np.ndarray, rows: int, scratch_dir, progress=lamb
                 stage.close()
                 stats = np.stack(pooled_moments(parts)).astype(np.float32)
             before = stage
-        _wait(stage.finish())
+        _wait(stage.freeing)
 
 
 def _wait(futures) -> None:
@@ -340,7 +340,7 @@ class _Stage:
         self.before = before
         self.writing = writes[len(writes) - len(self.writers) :]  # one writer: the norm input's
         # The last stage writes nothing: its writer frees the slots it does not read.
-        self.tasks = [writes[-1].submit(self.release_unread)] if self.last else []
+        self.freeing = [writes[-1].submit(self.release_unread)] if self.last else []
 
     def fetch(self, k: int):
         """Starts reading band k's inputs, each map in its own thread once the rows it needs
@@ -407,7 +407,3 @@ class _Stage:
         """Pads each slot's last page, after its last band (the last band's reads wait)."""
         closing = [pool.submit(w.close) for pool, w in zip(self.writing, self.writers)]
         self.landed.append((self.height - 1, closing))
-
-    def finish(self) -> list:
-        """The last stage's own I/O tasks, to wait for."""
-        return self.tasks
