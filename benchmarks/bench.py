@@ -246,11 +246,15 @@ def scratch_disk(gigabytes: float = 2.0) -> dict:
     beside the streamed rows' scratch GB, they say how much of their time is disk transfers."""
     import tensorflow  # noqa: F401  (Scratch.read's first call would time its import)
 
-    from dped.inference.stream import Scratch
+    from dped.inference.stream import PAGE, Scratch, _aligned
 
     width, channels, rows = 2048, 64, 98  # 1536x2048 float32 bands of the authors' models
     count = max(1, round(gigabytes * 1e9 / (rows * width * channels * 4)))
-    band = np.random.default_rng(0).random((rows, width, channels), dtype=np.float32)
+    # 64 bytes past a page boundary, where TensorFlow puts a graph's output: the bands' whole
+    # pages go to the disk from their own memory, as the streamed mode's do.
+    size = rows * width * channels * 4
+    band = _aligned(size + PAGE)[64 : 64 + size].view(np.float32).reshape(rows, width, channels)
+    band[:] = np.random.default_rng(0).random(band.shape, dtype=np.float32)
     with Scratch(tempfile.gettempdir(), count * rows, width, channels) as scratch:
         writer = scratch.writer(0, rows)
         start = time.perf_counter()

@@ -53,6 +53,49 @@ def test_scratch_rows_round_trip_with_direct_io(tmp_path):
     assert _round_trip(tmp_path, "bfloat16") is True
 
 
+def _bands_through_scratch(folder, offset: int, monkeypatch):
+    """Nine rows of one page each written in bands of 4 from memory `offset` bytes past a page
+    boundary, read back; returns (bytes written from the bands' own memory, all bytes)."""
+    rows = np.random.default_rng(0).random((9, 64, 16), dtype=np.float32)  # 4096-byte rows
+    memory = stream._aligned(rows.nbytes + stream.PAGE)[offset : offset + rows.nbytes]
+    source = memory.view(np.float32).reshape(rows.shape)
+    source[:] = rows
+    write, sizes = stream._write_all, {"own": 0, "all": 0}
+
+    def counted(fd, data, at):
+        sizes["own"] += len(data) if np.shares_memory(data, source) else 0
+        sizes["all"] += len(data)
+        write(fd, data, at)
+
+    monkeypatch.setattr(stream, "_write_all", counted)
+    with stream.Scratch(folder, 9, 64, 16) as scratch:
+        writer = scratch.writer(1, 4)
+        for y in range(0, 9, 4):
+            writer.append(source[y : y + 4])
+        writer.close()
+        np.testing.assert_array_equal(np.asarray(scratch.read(1, 0, 9, scratch.buffer(9)))[0], rows)
+        np.testing.assert_array_equal(
+            np.asarray(scratch.read(1, 3, 6, scratch.buffer(3)))[0], rows[3:6]
+        )
+    monkeypatch.undo()
+    return sizes["own"], sizes["all"]
+
+
+def test_bands_lined_up_with_their_place_in_the_file_are_written_without_a_copy(
+    tmp_path, monkeypatch
+):
+    """TensorFlow puts a graph's output 64 bytes past a page boundary: the slot starts at that
+    offset within its page, and the bands' whole pages go out from their own memory (the
+    staging copy took CPU time from the graphs); memory at an offset that cannot line up (not a
+    multiple of 64: reads would hand TensorFlow unaligned rows) is staged. Both read back."""
+    own, total = _bands_through_scratch(tmp_path, 64, monkeypatch)
+    # 9 rows after 64 bytes fill 10 pages: each band of 4 sends its 3 whole pages from its own
+    # memory, and its first page (the last band's 64 bytes before it) and the last through staging.
+    assert (own, total) == (6 * stream.PAGE, 10 * stream.PAGE)
+    own, total = _bands_through_scratch(tmp_path, 8, monkeypatch)
+    assert own == 0 and total == 9 * stream.PAGE
+
+
 def test_scratch_falls_back_to_the_page_cache_where_direct_io_is_refused(tmp_path, monkeypatch):
     import errno
 
@@ -254,22 +297,24 @@ def test_a_stage_reads_while_the_last_writes_land_but_never_ahead_of_them(
 
     write, writer, read = stream._write_all, stream.Scratch.writer, stream.Scratch.read
     lock, on_disk, pending, overlapped, overtaken = threading.Lock(), {}, {}, [0], []
-    slot_size = []
+    scratches = []
 
     def new_writer(scratch, slot, rows):  # a slot's new contents start empty
         on_disk[slot], pending[slot] = 0, 0
-        slot_size[:] = [scratch.slot]
+        scratches[:] = [scratch]
         return writer(scratch, slot, rows)
 
     def slow_disk(fd, data, offset):
-        slot = offset // slot_size[0]
+        scratch = scratches[0]
+        slot = offset // scratch.slot
         with lock:
             pending[slot] += 1
         time.sleep(0.002)
         write(fd, data, offset)
         with lock:
             pending[slot] -= 1
-            on_disk[slot] = max(on_disk[slot], offset + len(data) - slot * slot_size[0])
+            written = offset + len(data) - scratch.starts[slot]  # bytes of rows from row 0 on
+            on_disk[slot] = max(on_disk[slot], written)
 
     def checked_read(scratch, slot, y0, y1, buffer):
         with lock:  # within a stage, reads and writes go to different slots

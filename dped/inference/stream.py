@@ -65,7 +65,9 @@ class Scratch:
         self.dtype = STORAGE[dtype]
         self.width, self.channels = width, channels
         self.row = width * channels * self.dtype.itemsize
-        self.slot = _round_up(height * self.row)
+        # A slot's row 0 may start past its first page boundary (`SlotWriter`): a page of room.
+        self.slot = _round_up(height * self.row) + PAGE
+        self.starts = [slot * self.slot for slot in range(SLOTS)]  # where each slot's row 0 is
         need = SLOTS * self.slot
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -87,7 +89,7 @@ class Scratch:
 
     def writer(self, slot: int, rows: int) -> SlotWriter:
         """Appends bands of at most `rows` rows to `slot` from its first row on."""
-        return SlotWriter(self.fd, slot * self.slot, rows * self.row)
+        return SlotWriter(self, slot, rows * self.row)
 
     def buffer(self, rows: int) -> np.ndarray:
         """A reusable page-aligned buffer for `read`s of up to `rows` rows."""
@@ -98,7 +100,7 @@ class Scratch:
         the caller must not read into that buffer again while the tensor is in use)."""
         import tensorflow as tf
 
-        start = slot * self.slot + y0 * self.row
+        start = self.starts[slot] + y0 * self.row
         first = start - start % PAGE  # whole pages around the rows
         size = _round_up(start + (y1 - y0) * self.row) - first
         _read_all(self.fd, buffer[:size], first)
@@ -112,8 +114,8 @@ class Scratch:
         while the graphs still run: freeing a few GB waits ~0.1 s a GB on a disk that discards
         freed blocks, which `close` then does not wait for. A no-op where holes cannot be
         punched."""
-        start = _round_up(slot * self.slot + y0 * self.row)
-        stop = (slot * self.slot + y1 * self.row) // PAGE * PAGE
+        start = _round_up(self.starts[slot] + y0 * self.row)
+        stop = (self.starts[slot] + y1 * self.row) // PAGE * PAGE
         if stop > start:
             _punch_hole(self.fd, start, stop - start)
 
@@ -129,16 +131,42 @@ class Scratch:
 
 
 class SlotWriter:
-    """Writes consecutive bands of rows in whole pages: the bytes past a band's last page
-    boundary wait in the staging buffer for the next band, and `close` pads the slot's end."""
+    """Writes consecutive bands of rows to a slot in whole pages. Where a band lies in memory at
+    the same offset within a page as its place in the file, its whole pages go to the disk
+    straight from the graph's output; the bytes around them (a band's last partial page waits
+    for the next band) and any band that does not line up go through a staging buffer. The
+    slot's row 0 is placed at the first band's offset within its page (TensorFlow puts large
+    tensors at one such offset), so that every band of a width whose rows fill whole pages
+    lines up: the staging copy took its CPU time from the convolutions."""
 
-    def __init__(self, fd: int, offset: int, band_bytes: int):
-        self.fd, self.offset, self.start = fd, offset, offset
+    def __init__(self, scratch: Scratch, slot: int, band_bytes: int):
+        self.scratch, self.slot = scratch, slot
+        self.fd, self.start = scratch.fd, None  # the file offset of row 0, set by the first band
+        self.offset = slot * scratch.slot  # pages before this one are on disk
         self.staged = _aligned(PAGE + min(CHUNK, _round_up(band_bytes)))
         self.kept = 0  # bytes staged for the next write
 
     def append(self, rows: np.ndarray) -> None:
         data = np.ascontiguousarray(rows).reshape(-1).view(np.uint8)
+        if self.start is None:
+            # Reads hand TensorFlow rows at this offset too: where it is not a multiple of 64
+            # bytes TensorFlow would copy them, so such a slot starts on the page.
+            shift = data.ctypes.data % PAGE
+            self.kept = shift if shift % 64 == 0 else 0  # bytes of nothing before row 0
+            self.start = self.scratch.starts[self.slot] = self.offset + self.kept
+        at = 0
+        if (data.ctypes.data - self.kept) % PAGE == 0:  # lined up: the page being filled first
+            at = min(len(data), -self.kept % PAGE)
+            self._stage(data[:at])
+            whole = (len(data) - at) // PAGE * PAGE
+            if whole:
+                _write_all(self.fd, data[at : at + whole], self.offset)
+                self.offset += whole
+                at += whole
+        self._stage(data[at:])
+
+    def _stage(self, data: np.ndarray) -> None:
+        """Appends `data` through the staging buffer: its whole pages written, the rest kept."""
         room = len(self.staged) - PAGE
         for at in range(0, len(data), room):
             part = data[at : at + room]
@@ -159,7 +187,7 @@ class SlotWriter:
     def holds(self, size: int) -> bool:
         """Whether the slot's first `size` bytes are on disk (not waiting in the staging
         buffer for the next band)."""
-        return self.offset - self.start >= size
+        return self.start is not None and self.offset - self.start >= size
 
 
 def _open_unlinked(path: Path) -> tuple[int, bool]:
