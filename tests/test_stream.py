@@ -90,7 +90,7 @@ def test_bands_lined_up_with_their_place_in_the_file_are_written_without_a_copy(
     multiple of 64: reads would hand TensorFlow unaligned rows) is staged. Both read back."""
     own, total = _bands_through_scratch(tmp_path, 64, monkeypatch)
     # 9 rows after 64 bytes fill 10 pages: each band of 4 sends its 3 whole pages from its own
-    # memory, and its first page (the last band's 64 bytes before it) and the last through staging.
+    # memory; the page each band starts in (64 bytes before it) and the slot's last are staged.
     assert (own, total) == (6 * stream.PAGE, 10 * stream.PAGE)
     own, total = _bands_through_scratch(tmp_path, 8, monkeypatch)
     assert own == 0 and total == 9 * stream.PAGE
