@@ -220,10 +220,10 @@ def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir)
 @contextlib.contextmanager
 def _scratch_bytes():
     """Counts the bytes a streamed run moves through its scratch file: {'w': .., 'r': ..}."""
-    from dped.inference import stream
+    from dped.inference import scratch
 
     traffic = {"w": 0, "r": 0}
-    write, read = stream._write_all, stream._read_all
+    write, read = scratch._write_all, scratch._read_all
 
     def counted_write(fd, data, offset):
         traffic["w"] += len(data)
@@ -233,11 +233,11 @@ def _scratch_bytes():
         traffic["r"] += len(buffer)
         read(fd, buffer, offset)
 
-    stream._write_all, stream._read_all = counted_write, counted_read
+    scratch._write_all, scratch._read_all = counted_write, counted_read
     try:
         yield traffic
     finally:
-        stream._write_all, stream._read_all = write, read
+        scratch._write_all, scratch._read_all = write, read
 
 
 def scratch_disk(gigabytes: float = 2.0) -> dict:
@@ -246,7 +246,7 @@ def scratch_disk(gigabytes: float = 2.0) -> dict:
     beside the streamed rows' scratch GB, they say how much of their time is disk transfers."""
     import tensorflow  # noqa: F401  (Scratch.read's first call would time its import)
 
-    from dped.inference.stream import PAGE, Scratch, _aligned
+    from dped.inference.scratch import PAGE, Scratch, _aligned
 
     width, channels, rows = 2048, 64, 98  # 1536x2048 float32 bands of the authors' models
     count = max(1, round(gigabytes * 1e9 / (rows * width * channels * 4)))

@@ -81,7 +81,7 @@ def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
     import numpy as np
     from conftest import random_generator
 
-    from dped.inference import stream
+    from dped.inference import scratch
     from dped.inference.graphs import FastGenerator
     from dped.inference.tiling import enhance_image
 
@@ -100,6 +100,6 @@ def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
     assert traffic["r"] >= 6 * 40 * 30 * 16 * 4  # each read back at least once, with context
     enhance_image(graphs, image, 8)  # one pass: no scratch file, and the counters are gone
     assert traffic["w"] == written
-    assert stream._write_all.__name__ == "_write_all"
+    assert scratch._write_all.__name__ == "_write_all"
     disk = scratch_disk(0.05)
     assert disk["write GB/s"] > 0 and disk["read GB/s"] > 0

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import random_generator
 
+from dped.inference import scratch as scratch_file
 from dped.inference import stream
 from dped.inference.graphs import FastGenerator
 from dped.inference.tiling import DEFAULT_TILE, enhance_image, one_pass_bytes, runs_whole
@@ -27,9 +28,9 @@ def test_the_one_pass_rule_is_five_tiles_of_activations_for_instance_norm_models
 
 def _round_trip(folder, dtype="float32"):
     """Rows of an odd width (rows cross page boundaries) written in bands of 3, read back."""
-    storage = stream.STORAGE[dtype]
+    storage = scratch_file.STORAGE[dtype]
     rows = np.arange(7 * 5 * 3).astype(storage).reshape(7, 5, 3)
-    with stream.Scratch(folder, 7, 5, 3, dtype) as scratch:
+    with scratch_file.Scratch(folder, 7, 5, 3, dtype) as scratch:
         assert list(scratch.dir.iterdir()) == []  # unlinked as soon as it was opened
         before = scratch.writer(0, 3)
         before.append(rows[::-1])
@@ -57,18 +58,18 @@ def _bands_through_scratch(folder, offset: int, monkeypatch):
     """Nine rows of one page each written in bands of 4 from memory `offset` bytes past a page
     boundary, read back; returns (bytes written from the bands' own memory, all bytes)."""
     rows = np.random.default_rng(0).random((9, 64, 16), dtype=np.float32)  # 4096-byte rows
-    memory = stream._aligned(rows.nbytes + stream.PAGE)[offset : offset + rows.nbytes]
+    memory = scratch_file._aligned(rows.nbytes + scratch_file.PAGE)[offset : offset + rows.nbytes]
     source = memory.view(np.float32).reshape(rows.shape)
     source[:] = rows
-    write, sizes = stream._write_all, {"own": 0, "all": 0}
+    write, sizes = scratch_file._write_all, {"own": 0, "all": 0}
 
     def counted(fd, data, at):
         sizes["own"] += len(data) if np.shares_memory(data, source) else 0
         sizes["all"] += len(data)
         write(fd, data, at)
 
-    monkeypatch.setattr(stream, "_write_all", counted)
-    with stream.Scratch(folder, 9, 64, 16) as scratch:
+    monkeypatch.setattr(scratch_file, "_write_all", counted)
+    with scratch_file.Scratch(folder, 9, 64, 16) as scratch:
         writer = scratch.writer(1, 4)
         for y in range(0, 9, 4):
             writer.append(source[y : y + 4])
@@ -91,9 +92,9 @@ def test_bands_lined_up_with_their_place_in_the_file_are_written_without_a_copy(
     own, total = _bands_through_scratch(tmp_path, 64, monkeypatch)
     # 9 rows after 64 bytes fill 10 pages: each band of 4 sends its 3 whole pages from its own
     # memory; the page each band starts in (64 bytes before it) and the slot's last are staged.
-    assert (own, total) == (6 * stream.PAGE, 10 * stream.PAGE)
+    assert (own, total) == (6 * scratch_file.PAGE, 10 * scratch_file.PAGE)
     own, total = _bands_through_scratch(tmp_path, 8, monkeypatch)
-    assert own == 0 and total == 9 * stream.PAGE
+    assert own == 0 and total == 9 * scratch_file.PAGE
 
 
 def test_scratch_falls_back_to_the_page_cache_where_direct_io_is_refused(tmp_path, monkeypatch):
@@ -107,18 +108,20 @@ def test_scratch_falls_back_to_the_page_cache_where_direct_io_is_refused(tmp_pat
             raise OSError(errno.EINVAL, "Invalid argument")
         return open_file(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(stream.os, "open", no_direct)
+    monkeypatch.setattr(scratch_file.os, "open", no_direct)
     assert _round_trip(tmp_path) is False
     monkeypatch.undo()
-    monkeypatch.delattr(stream.os, "O_DIRECT")  # and where os has no O_DIRECT at all
+    monkeypatch.delattr(scratch_file.os, "O_DIRECT")  # and where os has no O_DIRECT at all
     assert _round_trip(tmp_path) is False
 
 
 def test_too_little_free_space_is_a_clear_error_before_any_work(tmp_path, monkeypatch, graphs):
     free = type("usage", (), {"free": 10**6})()
-    monkeypatch.setattr(stream.shutil, "disk_usage", lambda _: free)
+    monkeypatch.setattr(scratch_file.shutil, "disk_usage", lambda _: free)
     image = np.zeros((40, 30, 3), np.float32)
-    with pytest.raises(stream.ScratchError, match=f"--scratch {tmp_path}: a 40x30 photo needs"):
+    with pytest.raises(
+        scratch_file.ScratchError, match=f"--scratch {tmp_path}: a 40x30 photo needs"
+    ):
         enhance_image(graphs, image, 8, budget=0, scratch=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -144,7 +147,7 @@ def test_the_scratch_folder_is_removed_on_success_error_and_ctrl_c(tmp_path, gra
 def test_a_failed_band_write_fails_the_run_instead_of_reading_a_hole(tmp_path, graphs, monkeypatch):
     import errno
 
-    write, calls = stream._write_all, []
+    write, calls = scratch_file._write_all, []
 
     def disk_full_once(fd, data, offset):  # the third write only: later ones land past a hole
         calls.append(offset)
@@ -152,7 +155,7 @@ def test_a_failed_band_write_fails_the_run_instead_of_reading_a_hole(tmp_path, g
             raise OSError(errno.ENOSPC, "No space left on device")
         write(fd, data, offset)
 
-    monkeypatch.setattr(stream, "_write_all", disk_full_once)
+    monkeypatch.setattr(scratch_file, "_write_all", disk_full_once)
     image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
     with pytest.raises(OSError, match="No space left"):
         enhance_image(graphs, image, 8, budget=0, scratch=tmp_path)
@@ -164,7 +167,7 @@ def test_at_most_one_band_waits_for_a_slow_disk(tmp_path, graphs, monkeypatch):
     import threading
     import time
 
-    write, band_write = stream._write_all, stream._Stage.write
+    write, band_write = scratch_file._write_all, stream._Stage.write
     computed, written, waiting, lock = [0], [0], [], threading.Lock()
 
     def slow_disk(fd, data, offset):
@@ -189,7 +192,7 @@ def test_at_most_one_band_waits_for_a_slow_disk(tmp_path, graphs, monkeypatch):
         with lock:
             waiting.append(computed[0] - written[0])
 
-    monkeypatch.setattr(stream, "_write_all", slow_disk)
+    monkeypatch.setattr(scratch_file, "_write_all", slow_disk)
     monkeypatch.setattr(stream._Stage, "write", counted)
     image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
     enhance_image(graphs, image, 8, budget=0, scratch=tmp_path, progress=progress)
@@ -222,13 +225,13 @@ def test_the_fast_mode_streams_bfloat16_activations_like_its_one_pass(monkeypatc
     generator = random_generator(filters=16, res_blocks=2)
     image = photo((61, 47)).astype(np.float32) / 255
     fast = FastGenerator(generator, "bfloat16")
-    opened, scratch = [], stream.Scratch.__init__
+    opened, scratch = [], scratch_file.Scratch.__init__
 
     def spy(self, *args):
         scratch(self, *args)
         opened.append(self.dtype)
 
-    monkeypatch.setattr(stream.Scratch, "__init__", spy)
+    monkeypatch.setattr(scratch_file.Scratch, "__init__", spy)
     streamed = enhance_image(fast, image, 8, budget=0)  # bands of 1 row: 61 per stage
     assert opened == [np.dtype(np.uint16)]  # bfloat16 bits stored, as the one pass keeps them
     # Usually bit-identical to the fast one pass. But a float32 difference of 1e-6 in any
@@ -271,13 +274,13 @@ def test_the_last_stage_frees_the_scratch_file_as_it_goes(tmp_path, graphs, monk
     """Freeing the file at close waited ~0.4 s for a 3 MP photo on a disk that discards freed
     blocks. The last stage hands back the slots it does not read at once and the rows above
     its window as it goes: little is left when the file is closed, the output is unchanged."""
-    close, held = stream.Scratch.close, []
+    close, held = scratch_file.Scratch.close, []
 
     def measured_close(self):
-        held.append((os.fstat(self.fd).st_blocks * 512, stream.SLOTS * self.slot))
+        held.append((os.fstat(self.fd).st_blocks * 512, scratch_file.SLOTS * self.slot))
         close(self)
 
-    monkeypatch.setattr(stream.Scratch, "close", measured_close)
+    monkeypatch.setattr(scratch_file.Scratch, "close", measured_close)
     image = np.random.default_rng(0).random((40, 300, 3), dtype=np.float32)
     streamed = enhance_image(graphs, image, 40, budget=0, scratch=tmp_path)  # bands of 5 rows
     np.testing.assert_allclose(streamed, enhance_image(graphs, image, budget=10**12), atol=1e-4)
@@ -295,7 +298,11 @@ def test_a_stage_reads_while_the_last_writes_land_but_never_ahead_of_them(
     import threading
     import time
 
-    write, writer, read = stream._write_all, stream.Scratch.writer, stream.Scratch.read
+    write, writer, read = (
+        scratch_file._write_all,
+        scratch_file.Scratch.writer,
+        scratch_file.Scratch.read,
+    )
     lock, on_disk, pending, overlapped, overtaken = threading.Lock(), {}, {}, [0], []
     scratches = []
 
@@ -323,9 +330,9 @@ def test_a_stage_reads_while_the_last_writes_land_but_never_ahead_of_them(
                 overtaken.append((slot, y1))
         return read(scratch, slot, y0, y1, buffer)
 
-    monkeypatch.setattr(stream.Scratch, "writer", new_writer)
-    monkeypatch.setattr(stream, "_write_all", slow_disk)
-    monkeypatch.setattr(stream.Scratch, "read", checked_read)
+    monkeypatch.setattr(scratch_file.Scratch, "writer", new_writer)
+    monkeypatch.setattr(scratch_file, "_write_all", slow_disk)
+    monkeypatch.setattr(scratch_file.Scratch, "read", checked_read)
     image = np.random.default_rng(1).random((6, 29, 3), dtype=np.float32)
     streamed = enhance_image(graphs, image, 5, budget=0, scratch=tmp_path)  # bands of 1 row
     assert overtaken == []
