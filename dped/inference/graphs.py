@@ -3,8 +3,8 @@
 The same math as `models.build_generator`, arranged for the CPU:
 - the 9x9 64->3 output convolution runs as a 1x9 64->27 convolution and nine row-shifted adds:
   oneDNN convolutions with 3 output channels run far below its rate with 27;
-- instance norm takes its row sums from a batched matrix product (multi-threaded) and applies
-  scale, shift, ReLU and the residual add in one XLA-fused pass;
+- instance norm takes its moments from one XLA program (row sums as batched matrix products)
+  and applies scale, shift, ReLU and the residual add in one XLA-fused pass;
 - a convolution followed by instance norm skips its bias: the mean subtraction cancels it.
 
 Statistics are inputs of the traced graphs, not constants, so each graph is traced once per
@@ -55,12 +55,6 @@ def _normalize_relu_add(h, mean, inv_std, scale, shift, skip):
     return _normalize_relu(h, mean, inv_std, scale, shift) + skip
 
 
-@tf.function(jit_compile=True, autograph=False)
-def _row_squares(rows, mean):
-    """Per-row sums of (h - mean)^2, (H, W, C) -> (H, C), fused: no full-size temporary."""
-    return tf.reduce_sum(tf.square(rows - mean), 1)
-
-
 def _pooled_terms(stats, epsilon, scale, shift):
     """A streamed norm's (mean, inv_std, scale, shift) from its pooled [mean, variance]."""
     mean, var = tf.unstack(stats)
@@ -69,21 +63,31 @@ def _pooled_terms(stats, epsilon, scale, shift):
 
 def channel_moments(h, core=None):
     """Per-channel mean and variance of a (1, H, W, C) activation, over its rows core[0]:core[1]
-    when given (no sliced copy: rows are summed first, then picked). Row sums in float32 (a
-    batched matrix product, multi-threaded), rows summed in float64, the variance centred:
-    one float32 sum over a whole 512x512 image moved the original models' output by 9e-5."""
-    rows = tf.cast(h, tf.float32)[0]
+    when given, else all of them."""
+    if core is None:
+        core = tf.stack([0, tf.shape(h)[1]])
+    return _moments(h, core)
+
+
+@tf.function(jit_compile=True, autograph=False)
+def _moments(h, core):
+    """One XLA program: row sums as matrix products with a row of ones (float32 over a row,
+    then float64 over the core's rows: one float32 sum over a whole 512x512 image moved the
+    original models' output by 9e-5), the variance centred on that mean. Rows outside the
+    core are masked, not sliced: XLA compiles one program per window shape, not per core."""
+    rows = tf.cast(h[0], tf.float32)
     height, width = tf.shape(rows)[0], tf.shape(rows)[1]
-    row_sums = tf.matmul(tf.ones([height, 1, width], tf.float32), rows)[:, 0]
-    if core is not None:
-        row_sums = row_sums[core[0] : core[1]]
-    n = tf.cast(tf.shape(row_sums)[0] * width, tf.float64)
-    mean = tf.cast(tf.reduce_sum(tf.cast(row_sums, tf.float64), 0) / n, tf.float32)
-    squares = _row_squares(rows, mean)
-    if core is not None:
-        squares = squares[core[0] : core[1]]
-    var = tf.reduce_sum(tf.cast(squares, tf.float64), 0) / n
-    return mean, tf.cast(var, tf.float32)
+    ones = tf.ones([height, 1, width], tf.float32)
+    y = tf.range(height)
+    inside = tf.cast((y >= core[0]) & (y < core[1]), tf.float64)[:, None]
+    n = tf.reduce_sum(inside) * tf.cast(width, tf.float64)
+
+    def core_sum(values):  # (H, W, C) -> (C,): row sums, then the core rows' in float64
+        row_sums = tf.cast(tf.matmul(ones, values)[:, 0], tf.float64)
+        return tf.reduce_sum(row_sums * inside, 0) / n
+
+    mean = tf.cast(core_sum(rows), tf.float32)
+    return mean, tf.cast(core_sum(tf.square(rows - mean)), tf.float32)
 
 
 def receptive_radius(generator: keras.Model) -> int:
