@@ -75,15 +75,14 @@ def kill_a_worker_mid_run(results, sweep_proc, timeout=400):
 
 def test_two_workers_lose_no_run_to_a_killed_worker_and_match_the_local_executor(tmp_path):
     runs_ = {"seed": {"preset": "seed"}, "seed-no-augment": {"preset": "seed", "augment": False}}
-    exp = experiment(tmp_path, [0, 1], runs_)
+    exp = experiment(tmp_path, [0], runs_)  # one run a worker
     proc = start_sweep(exp, tmp_path / "dask", "--workers", "2")
     killed = kill_a_worker_mid_run(tmp_path / "dask" / "tiny", proc)
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out
     assert "Dask dashboard: http" in out
-    assert "sweep tiny (cpu, dask): 4 of 4 runs complete" in out
-    names = ["seed-s0", "seed-no-augment-s0", "seed-s1", "seed-no-augment-s1"]
-    for name in names:
+    assert "sweep tiny (cpu, dask): 2 of 2 runs complete" in out
+    for name in ("seed-s0", "seed-no-augment-s0"):
         steps = metrics(tmp_path / "dask" / "tiny" / name)["step"].tolist()
         assert steps == [2, 4, 6, 8], (name, steps)
     notebook = (killed.parent / f"{killed.name}.ipynb").read_text()
