@@ -138,8 +138,9 @@ def resolve_checkpoint(model: str, weights_dir: str | os.PathLike | None = None)
         folder = weights_dir or os.environ.get("DPED_WEIGHTS_DIR")
         if not folder:
             raise CheckpointError(
-                f"original model '{model}' needs its weights folder: pass weights_dir or set "
-                f"DPED_WEIGHTS_DIR to the folder holding {model}.index; {WHERE_TO_GET}"
+                f"original model '{model}' needs its weights folder: pass --weights-dir DIR "
+                f"(weights_dir= in Python) or set DPED_WEIGHTS_DIR to the folder holding "
+                f"{model}.index; {WHERE_TO_GET}"
             )
         prefix = Path(folder) / model
     else:

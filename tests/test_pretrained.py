@@ -54,7 +54,9 @@ def test_both_checkpoint_formats_load_every_weight(authors_checkpoints, seed_che
 
 def test_missing_weights_dir_says_where_to_get_them(monkeypatch):
     monkeypatch.delenv("DPED_WEIGHTS_DIR", raising=False)
-    with pytest.raises(CheckpointError, match="set DPED_WEIGHTS_DIR.*aiff22/DPED.*models_orig"):
+    with pytest.raises(
+        CheckpointError, match="--weights-dir DIR.*set DPED_WEIGHTS_DIR.*aiff22/DPED.*models_orig"
+    ):
         resolve_checkpoint("iphone_orig")
 
 
