@@ -333,7 +333,7 @@ def _fast_ratios(rows: list[dict]) -> None:
     twins = {key(r): r for r in rows if r.get("precision") == "float32"}
     for row in rows:
         twin = twins.get(key(row)) if row.get("precision") == "bfloat16" else None
-        if twin:
+        if twin and "x float32" not in row:  # a ratio taken round by round stays
             row["x float32"] = twin["s/image"] / row["s/image"]
 
 
@@ -377,27 +377,44 @@ def _print(row: dict) -> None:
     )
 
 
-def whole_process(cmd: list[str], repeats: int = 3) -> tuple[float, float]:
-    """(median wall seconds, largest peak RSS in GB, 10^9 bytes) of `cmd` run `repeats` times."""
+def whole_process(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS in GB, 10^9 bytes) of one run of `cmd`."""
     import subprocess
 
-    times, rss = [], 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with tempfile.TemporaryFile() as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-            _, status, usage = os.wait4(proc.pid, 0)
-            if status:
-                err.seek(0)
-                raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode()[-500:]}")
-        times.append(time.perf_counter() - start)
-        rss = max(rss, usage.ru_maxrss * 1024 / 1e9)
-    return sorted(times)[len(times) // 2], rss
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode()[-500:]}")
+    return time.perf_counter() - start, usage.ru_maxrss * 1024 / 1e9
+
+
+def in_rounds(cmds: dict[str, list[str]], rounds: int = 3) -> dict[str, tuple[list, float]]:
+    """Each command once a round, in turn (A B C, A B C, ...): a drift in the machine's speed
+    then reaches every case alike, and ratios are taken round by round (`paired`).
+    {name: (wall seconds of each round, largest peak RSS in GB)}."""
+    seconds = {name: [] for name in cmds}
+    rss = dict.fromkeys(cmds, 0.0)
+    for _ in range(rounds):
+        for name, cmd in cmds.items():
+            wall, peak = whole_process(cmd)
+            seconds[name].append(wall)
+            rss[name] = max(rss[name], peak)
+    return {name: (seconds[name], rss[name]) for name in cmds}
+
+
+def paired(numerators: list[float], denominators: list[float]) -> float:
+    """The median of the round-by-round ratios."""
+    ratios = sorted(a / b for a, b in zip(numerators, denominators))
+    return ratios[len(ratios) // 2]
 
 
 def whole_processes(args, weights_dir: str) -> list[dict]:
     """`dped enhance` as a user runs it on a 1536x2048 PNG (streamed exact mode, one pass, --fast)
-    against the authors' code on the same file, and on a 12 MP JPEG; median of 3 each."""
+    against the authors' code on the same file, in 3 interleaved rounds (medians, and ratios
+    pair by pair); then once on a 12 MP JPEG."""
     import imageio.v3 as iio
 
     from dped.models import build_generator
@@ -433,31 +450,23 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
             str(Path(tmp, "out")),
         ]
         size = (1536, 2048)
-        cases = [
-            ("dped enhance", "float32", "streamed exact", [str(photos[size])]),
-            (
-                "dped enhance --tile 2048",
-                "float32",
-                "one pass",
-                [str(photos[size]), "--tile", "2048"],
-            ),
-            ("dped enhance --fast", "bfloat16", "streamed exact", [str(photos[size]), "--fast"]),
-        ]
+        photo = str(photos[size])
+        cases = {}  # name: (precision, mode, command)
         if args.original:
-            theirs = [
-                sys.executable,
-                str(Path(__file__).with_name("original_code.py")),
-                args.original,
-                weights_dir,
-                str(photos[size]),
-                str(Path(tmp, "theirs.png")),
-            ]
-            seconds, rss = whole_process(theirs)
-            add(_authors_row(size, seconds, rss, flops_px, "whole process"))
-        for name, precision, mode, extra in cases:
-            seconds, rss = whole_process(dped + extra)
-            add(_rate_row(name, size, precision, mode, seconds, rss, flops_px, "whole process"))
-        seconds, rss = whole_process(dped + [str(photos[(3000, 4000)])], repeats=1)
+            script = str(Path(__file__).with_name("original_code.py"))
+            theirs = [sys.executable, script, args.original, weights_dir, photo]
+            cases[AUTHORS] = ("float32", "one pass", theirs + [str(Path(tmp, "theirs.png"))])
+        cases["dped enhance"] = ("float32", "streamed exact", dped + [photo])
+        cases["dped enhance --tile 2048"] = (
+            "float32",
+            "one pass",
+            dped + [photo, "--tile", "2048"],
+        )
+        cases["dped enhance --fast"] = ("bfloat16", "streamed exact", dped + [photo, "--fast"])
+        runs = in_rounds({name: command for name, (_, _, command) in cases.items()})
+        for row in _round_rows(cases, runs, size, flops_px):
+            add(row)
+        seconds, rss = whole_process(dped + [str(photos[(3000, 4000)])])
         add(
             _rate_row(
                 "dped enhance",
@@ -470,15 +479,25 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
                 "whole process",
             )
         )
-    authors = next((r for r in rows if r["generator"] == AUTHORS), None)
-    one_pass = next(
-        r for r in rows if r["mode"] == "one pass" and r["generator"].startswith("dped")
-    )
-    for row in rows:
-        if authors and row["size"] == authors["size"] and row is not authors:
-            row["x authors' code"] = authors["s/image"] / row["s/image"]
-        if row["size"] == one_pass["size"] and row["generator"].startswith("dped"):
-            row["/ one pass"] = row["s/image"] / one_pass["s/image"]
+    return rows
+
+
+def _round_rows(cases: dict, runs: dict, size, flops_px) -> list[dict]:
+    """The interleaved cases' rows: median seconds, and every ratio taken round by round."""
+    rows = []
+    for name, (precision, mode, _) in cases.items():
+        times, rss = runs[name]
+        seconds = sorted(times)[len(times) // 2]
+        if name == AUTHORS:
+            rows.append(_authors_row(size, seconds, rss, flops_px, "whole process"))
+            continue
+        row = _rate_row(name, size, precision, mode, seconds, rss, flops_px, "whole process")
+        row["/ one pass"] = paired(times, runs["dped enhance --tile 2048"][0])
+        if AUTHORS in runs:
+            row["x authors' code"] = paired(runs[AUTHORS][0], times)
+        if precision == "bfloat16":
+            row["x float32"] = paired(runs["dped enhance"][0], times)
+        rows.append(row)
     return rows
 
 

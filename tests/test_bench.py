@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 
@@ -75,6 +76,22 @@ def test_fast_rows_are_compared_with_their_float32_twin_only():
     ]
     _fast_ratios(rows)
     assert [r.get("x float32") for r in rows] == [None, 1.6, None, 2.0, None]
+
+
+def test_whole_processes_run_in_interleaved_rounds_and_ratios_pair_round_by_round(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench import in_rounds, paired
+
+    order = tmp_path / "order"
+    write = "import sys; open(sys.argv[1], 'a').write(sys.argv[2])"
+    cmds = {name: [sys.executable, "-c", write, str(order), name] for name in "AB"}
+    runs = in_rounds(cmds, rounds=3)
+    assert order.read_text() == "ABABAB"
+    assert all(len(times) == 3 and min(times) > 0 and rss > 0 for times, rss in runs.values())
+    # Round ratios 2, 3 and 4: their median, not the ratio of the medians (4 / 1).
+    assert paired([2.0, 9.0, 4.0], [1.0, 3.0, 1.0]) == 3.0
+    with pytest.raises(RuntimeError, match="boom"):
+        in_rounds({"bad": [sys.executable, "-c", "import sys; sys.exit('boom')"]}, rounds=1)
 
 
 def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
