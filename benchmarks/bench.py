@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -407,8 +408,7 @@ def in_rounds(cmds: dict[str, list[str]], rounds: int = 3) -> dict[str, tuple[li
 
 def paired(numerators: list[float], denominators: list[float]) -> float:
     """The median of the round-by-round ratios."""
-    ratios = sorted(a / b for a, b in zip(numerators, denominators))
-    return ratios[len(ratios) // 2]
+    return statistics.median(a / b for a, b in zip(numerators, denominators))
 
 
 def whole_processes(args, weights_dir: str) -> list[dict]:
@@ -487,7 +487,7 @@ def _round_rows(cases: dict, runs: dict, size, flops_px) -> list[dict]:
     rows = []
     for name, (precision, mode, _) in cases.items():
         times, rss = runs[name]
-        seconds = sorted(times)[len(times) // 2]
+        seconds = statistics.median(times)
         if name == AUTHORS:
             rows.append(_authors_row(size, seconds, rss, flops_px, "whole process"))
             continue
