@@ -54,6 +54,21 @@ def test_scratch_rows_round_trip_with_direct_io(tmp_path):
     assert _round_trip(tmp_path, "bfloat16") is True
 
 
+def _resident_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_read_buffers_come_with_their_pages_mapped(tmp_path):
+    # An O_DIRECT read into pages never touched maps them inside the read, one by one: the
+    # stage that first used a fresh pair of buffers waited ~1 s for its reads.
+    with scratch_file.Scratch(tmp_path, 256, 1024, 64) as scratch:
+        before = _resident_bytes()
+        buffer = scratch.buffer(256)  # 64 MiB
+        grown = _resident_bytes() - before
+    assert buffer.nbytes >= 64 << 20
+    assert grown >= 0.9 * buffer.nbytes
+
+
 def _bands_through_scratch(folder, offset: int, monkeypatch):
     """Nine rows of one page each written in bands of 4 from memory `offset` bytes past a page
     boundary, read back; returns (bytes written from the bands' own memory, all bytes)."""
