@@ -413,8 +413,8 @@ def paired(numerators: list[float], denominators: list[float]) -> float:
 
 def whole_processes(args, weights_dir: str) -> list[dict]:
     """`dped enhance` as a user runs it on a 1536x2048 PNG (streamed exact mode, one pass, --fast)
-    against the authors' code on the same file, in 3 interleaved rounds (medians, and ratios
-    pair by pair); then once on a 12 MP JPEG."""
+    against the authors' code on the same file, in `args.rounds` interleaved rounds (medians,
+    ratios pair by pair, and every round's seconds); then once on a 12 MP JPEG."""
     import imageio.v3 as iio
 
     from dped.models import build_generator
@@ -463,7 +463,7 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
             dped + [photo, "--tile", "2048"],
         )
         cases["dped enhance --fast"] = ("bfloat16", "streamed exact", dped + [photo, "--fast"])
-        runs = in_rounds({name: command for name, (_, _, command) in cases.items()})
+        runs = in_rounds({name: command for name, (_, _, command) in cases.items()}, args.rounds)
         for row in _round_rows(cases, runs, size, flops_px):
             add(row)
         seconds, rss = whole_process(dped + [str(photos[(3000, 4000)])])
@@ -483,20 +483,22 @@ def whole_processes(args, weights_dir: str) -> list[dict]:
 
 
 def _round_rows(cases: dict, runs: dict, size, flops_px) -> list[dict]:
-    """The interleaved cases' rows: median seconds, and every ratio taken round by round."""
+    """The interleaved cases' rows: median seconds, every ratio taken round by round, and each
+    round's seconds (a shared machine's slow minutes show there, not only in the medians)."""
     rows = []
     for name, (precision, mode, _) in cases.items():
         times, rss = runs[name]
         seconds = statistics.median(times)
         if name == AUTHORS:
-            rows.append(_authors_row(size, seconds, rss, flops_px, "whole process"))
-            continue
-        row = _rate_row(name, size, precision, mode, seconds, rss, flops_px, "whole process")
-        row["/ one pass"] = paired(times, runs["dped enhance --tile 2048"][0])
-        if AUTHORS in runs:
-            row["x authors' code"] = paired(runs[AUTHORS][0], times)
-        if precision == "bfloat16":
-            row["x float32"] = paired(runs["dped enhance"][0], times)
+            row = _authors_row(size, seconds, rss, flops_px, "whole process")
+        else:
+            row = _rate_row(name, size, precision, mode, seconds, rss, flops_px, "whole process")
+            row["/ one pass"] = paired(times, runs["dped enhance --tile 2048"][0])
+            if AUTHORS in runs:
+                row["x authors' code"] = paired(runs[AUTHORS][0], times)
+            if precision == "bfloat16":
+                row["x float32"] = paired(runs["dped enhance"][0], times)
+        row["rounds s"] = " ".join(f"{t:.1f}" for t in times)
         rows.append(row)
     return rows
 
@@ -662,7 +664,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference-dir", help="golden images folder (DPED_REFERENCE_DIR)")
     parser.add_argument("--original", help="a checkout of aiff22/DPED: time its models.py too")
     parser.add_argument("--out", default="results/bench", help="folder of <machine>.json/.md")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of the whole-process cases"
+    )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: at least one round")
     if args.original and not Path(args.original, "models.py").is_file():
         parser.error(f"--original {args.original}: no models.py there (a checkout of aiff22/DPED)")
     info = record.machine()

@@ -94,6 +94,33 @@ def test_whole_processes_run_in_interleaved_rounds_and_ratios_pair_round_by_roun
         in_rounds({"bad": [sys.executable, "-c", "import sys; sys.exit('boom')"]}, rounds=1)
 
 
+def test_round_rows_keep_every_rounds_seconds_beside_the_paired_ratios():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from bench import AUTHORS, _round_rows
+
+    cases = {
+        AUTHORS: ("float32", "one pass", []),
+        "dped enhance": ("float32", "streamed exact", []),
+        "dped enhance --tile 2048": ("float32", "one pass", []),
+        "dped enhance --fast": ("bfloat16", "streamed exact", []),
+    }
+    runs = {  # one slow round (the second) for every case
+        AUTHORS: ([30.0, 60.0, 30.0], 4.0),
+        "dped enhance": ([20.0, 40.0, 25.0], 1.3),
+        "dped enhance --tile 2048": ([20.0, 30.0, 20.0], 3.4),
+        "dped enhance --fast": ([10.0, 40.0, 12.5], 1.3),
+    }
+    rows = {r["generator"]: r for r in _round_rows(cases, runs, (1536, 2048), 1000.0)}
+    assert rows[AUTHORS]["rounds s"] == "30.0 60.0 30.0"
+    assert rows["dped enhance --fast"]["rounds s"] == "10.0 40.0 12.5"
+    streamed = rows["dped enhance"]
+    assert streamed["s/image"] == 25.0
+    assert streamed["x authors' code"] == 1.5  # rounds 1.5, 1.5, 1.2
+    assert streamed["/ one pass"] == 1.25  # rounds 1.0, 1.33, 1.25
+    assert rows["dped enhance --fast"]["x float32"] == 2.0  # rounds 2.0, 1.0, 2.0
+    assert "x float32" not in streamed and "/ one pass" not in rows[AUTHORS]
+
+
 def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
     import numpy as np
     from conftest import random_generator
