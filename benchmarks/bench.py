@@ -191,8 +191,11 @@ def _enhance_generator(model: str, weights_dir: str | None):
     return build_generator("instance", "tanh"), "original (random weights)"
 
 
-def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir) -> dict:
-    """One generator at one size and precision: seconds of `enhance_image` after a warm-up."""
+def enhance_case(
+    model: str, size: tuple[int, int], precision: str, weights_dir, rounds: int = 1
+) -> dict:
+    """One generator at one size and precision: the median seconds of `rounds` runs of
+    `enhance_image` after a warm-up (each run's seconds in 'rounds s')."""
     from dped.inference.graphs import inference_graphs
     from dped.inference.tiling import DEFAULT_TILE, enhance_image, runs_whole
 
@@ -201,20 +204,27 @@ def enhance_case(model: str, size: tuple[int, int], precision: str, weights_dir)
     image = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
     tile = 512 if max(size) <= 512 else DEFAULT_TILE  # --tile 512: a 512x512 photo in one pass
     enhance_image(fast, image, tile)  # traces the graphs and compiles the tile shapes
+    times = []
     with _scratch_bytes() as traffic:
-        start = time.perf_counter()
-        enhance_image(fast, image, tile)
-        seconds = time.perf_counter() - start
+        for _ in range(rounds):
+            start = time.perf_counter()
+            enhance_image(fast, image, tile)
+            times.append(time.perf_counter() - start)
     if runs_whole(fast, size, tile):
         mode = "one pass"
     else:
         mode = "streamed exact" if fast.instance else f"tiles {tile}"
     flops_px = generator_flops_per_pixel(generator)
+    seconds = statistics.median(times)
     row = _rate_row(name, size, precision, mode, seconds, peak_rss_gb(), flops_px, "steady")
     row["conv peak GFLOP/s"] = conv_peak_gflops(precision)
     row["% of peak"] = 100 * row["GFLOP/s"] / row["conv peak GFLOP/s"]
-    if sum(traffic.values()):
-        row["scratch GB written"], row["scratch GB read"] = (traffic[k] / 1e9 for k in "wr")
+    if sum(traffic.values()):  # a run's
+        row["scratch GB written"], row["scratch GB read"] = (
+            traffic[k] / rounds / 1e9 for k in "wr"
+        )
+    if rounds > 1:
+        row["rounds s"] = " ".join(f"{t:.2f}" for t in times)
     return row
 
 
@@ -297,8 +307,8 @@ def original_case(checkout: str, weights_dir: str, size: tuple[int, int]) -> dic
 
 
 def enhance(args) -> list[dict]:
-    """Steady-state cases (in a fresh process, after a warm-up run), then whole processes on
-    photo files and a folder's throughput."""
+    """Steady-state cases (each in a fresh process: `args.rounds` runs after a warm-up run),
+    then whole processes on photo files and a folder's throughput."""
     weights_dir = args.weights_dir or os.environ.get("DPED_WEIGHTS_DIR")
     rows = []
     for size in ENHANCE_SIZES:
@@ -307,7 +317,9 @@ def enhance(args) -> list[dict]:
             rows.append(_authors_row(size, r["seconds"], r["rss_gb"], None, "steady"))
         for model in ("original", "seed"):
             for precision in ("float32", "bfloat16"):
-                rows.append(in_fresh_process(enhance_case, model, size, precision, weights_dir))
+                rows.append(
+                    in_fresh_process(enhance_case, model, size, precision, weights_dir, args.rounds)
+                )
                 _print(rows[-1])
     rows.append(in_fresh_process(scratch_disk))
     print(
@@ -665,7 +677,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--original", help="a checkout of aiff22/DPED: time its models.py too")
     parser.add_argument("--out", default="results/bench", help="folder of <machine>.json/.md")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds of the whole-process cases"
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of the whole-process cases; timed runs of each steady case",
     )
     args = parser.parse_args(argv)
     if args.rounds < 1:

@@ -121,6 +121,20 @@ def test_round_rows_keep_every_rounds_seconds_beside_the_paired_ratios():
     assert "x float32" not in streamed and "/ one pass" not in rows[AUTHORS]
 
 
+def test_a_steady_case_is_the_median_of_its_timed_runs(monkeypatch):
+    import statistics
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench
+
+    monkeypatch.setattr(bench, "conv_peak_gflops", lambda precision: 100.0)  # not timed here
+    row = bench.enhance_case("seed", (24, 32), "float32", None, rounds=3)
+    runs = [float(t) for t in row["rounds s"].split()]
+    assert len(runs) == 3 and row["timing"] == "steady" and row["mode"] == "one pass"
+    assert row["s/image"] == pytest.approx(statistics.median(runs), abs=0.006)
+    assert "rounds s" not in bench.enhance_case("seed", (24, 32), "float32", None)
+
+
 def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
     import numpy as np
     from conftest import random_generator
