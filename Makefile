@@ -11,6 +11,10 @@ EXP ?= experiments/ablations.yaml
 EXPERIMENTS ?= experiments/ablations.yaml experiments/undocumented.yaml
 PROFILE ?= cpu
 RESULTS ?= results
+# Test files run in this many worker processes (pytest-xdist): much of the suite waits on
+# subprocesses and TensorFlow imports, which one core leaves idle. TEST_WORKERS=0: all in
+# pytest's own process.
+TEST_WORKERS ?= 2
 # WORKERS=N: a local Dask cluster of N workers; SCHEDULER=ADDRESS: an existing Dask cluster
 EXECUTOR = $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
@@ -35,8 +39,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: setup data ## pytest (parity with the original code included) + nbval on notebooks/ (smoke-sized)
-	DPED_SMOKE=1 $(BIN)/python -m pytest tests --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=600 notebooks
+	DPED_SMOKE=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --durations=20 \
+		--nbval-lax --nbval-current-env --nbval-cell-timeout=600 notebooks
 
 parity: setup ## parity numbers against ../shared/reference: the authors' code and the seed's
 	$(BIN)/python -m pytest -q -m parity tests

@@ -46,13 +46,20 @@ def fake_vgg_mat(reference, tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def parity():
-    """record(what, item, value, tolerance): printed in the summary of every test run."""
+def parity(request):
+    """record(what, item, value, tolerance): printed in the summary of every test run. Kept
+    with the test's report, which reaches the summary from pytest-xdist's workers too."""
 
     def record(what: str, item: str, value: float, tolerance: float) -> None:
-        PARITY.append((what, item, value, tolerance))
+        figures = (str(what), str(item), float(value), float(tolerance))  # plain: xdist sends them
+        request.node.user_properties.append(("parity", figures))
 
     return record
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        PARITY.extend(value for key, value in report.user_properties if key == "parity")
 
 
 def pytest_terminal_summary(terminalreporter):
