@@ -219,7 +219,7 @@ def enhance_case(
     row = _rate_row(name, size, precision, mode, seconds, peak_rss_gb(), flops_px, "steady")
     row["conv peak GFLOP/s"] = conv_peak_gflops(precision)
     row["% of peak"] = 100 * row["GFLOP/s"] / row["conv peak GFLOP/s"]
-    if sum(traffic.values()):  # a run's
+    if sum(traffic.values()):  # per run
         row["scratch GB written"], row["scratch GB read"] = (
             traffic[k] / rounds / 1e9 for k in "wr"
         )
