@@ -75,7 +75,9 @@ def _enhance_command(args: argparse.Namespace) -> int:
 def _export_command(args: argparse.Namespace) -> None:
     from dped.export import TFLiteGenerator, export
 
-    out = export(args.model, args.out, args.quantize, args.calibration, args.weights_dir)
+    out = export(
+        args.model, args.out, args.quantize, args.calibration, args.weights_dir, args.overwrite
+    )
     fp32 = TFLiteGenerator(out).float_ops if args.quantize == "int8" else []
     note = f"; ops left in float32: {', '.join(fp32)}" if fp32 else ""
     print(f"{out}: {out.stat().st_size / 1e6:.2f} MB ({args.quantize}){note}")
@@ -208,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ex.add_argument("--weights-dir", help="folder of the original models (or DPED_WEIGHTS_DIR)")
     ex.add_argument("--out", required=True, help="the FILE.tflite to write")
+    ex.add_argument("--overwrite", action="store_true", help="replace --out if it already exists")
     ex.add_argument(
         "--quantize",
         default="none",  # checked by dped.export: a bad value is one line, not a usage block

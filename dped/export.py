@@ -147,8 +147,10 @@ def export(
     quantize: str = "none",
     calibration: str | Path | None = None,
     weights_dir: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Export any model `dped enhance` accepts to `out` (.tflite), written atomically."""
+    """Export any model `dped enhance` accepts to `out` (.tflite), written atomically; an
+    existing `out` is replaced only with `overwrite`."""
     from dped.inference.driver import load_generator
     from dped.runs import atomic_write
 
@@ -163,14 +165,23 @@ def export(
         raise ValueError(f"--out {out}: expected a file in an existing folder")
     if Path(model).suffix == ".tflite":
         raise ValueError(f"{model} is already a TFLite model: export a run folder or checkpoint")
+    if out.exists() and not overwrite:
+        raise FileExistsError(_exists(out))
     _check_writable(out)  # before minutes of conversion
     generator = load_generator(model, weights_dir)
     images = None
     if quantize == "int8":
         images = calibration_images(calibration or default_calibration())
     flat = convert(generator, quantize, images)
-    atomic_write(out, flat)
+    try:
+        atomic_write(out, flat, replace=overwrite)
+    except FileExistsError:  # it appeared during the conversion: still the user's file
+        raise FileExistsError(_exists(out)) from None
     return out
+
+
+def _exists(out: Path) -> str:
+    return f"--out {out} already exists: pass --overwrite to replace it, or another --out"
 
 
 def _check_writable(out: Path) -> None:

@@ -38,14 +38,19 @@ class ResumeError(ValueError):
     """A resume that would silently change the experiment."""
 
 
-def atomic_write(path: Path, data) -> None:
+def atomic_write(path: Path, data, replace: bool = True) -> None:
     """Write `data` (bytes, or a function that writes to a binary file) to a temporary sibling,
-    then rename: a crash or Ctrl-C never leaves a half-written file under `path`."""
+    then rename: a crash or Ctrl-C never leaves a half-written file under `path`. With
+    `replace=False` a file already at `path`, even one that appeared while `data` was written,
+    is left alone and FileExistsError raised (a hard link, unlike a rename, never replaces)."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
             data(f) if callable(data) else f.write(data)
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -71,6 +71,23 @@ def test_atomic_write_leaves_nothing_behind_when_writing_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no temporary left
 
 
+def test_atomic_write_without_replace_leaves_a_file_that_appeared_meanwhile(tmp_path):
+    from dped.runs import atomic_write
+
+    target = tmp_path / "model.tflite"
+
+    def user_writes_first(f):  # the user's file lands while ours is being written
+        target.write_bytes(b"the user's model")
+        f.write(b"ours")
+
+    with pytest.raises(FileExistsError):
+        atomic_write(target, user_writes_first, replace=False)
+    assert target.read_bytes() == b"the user's model"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+    atomic_write(tmp_path / "new.tflite", b"ours", replace=False)
+    assert (tmp_path / "new.tflite").read_bytes() == b"ours"
+
+
 def test_progress_counts_every_graph_run():
     from dped.inference.tiling import passes
 

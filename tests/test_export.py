@@ -83,6 +83,16 @@ def test_a_cpu_profile_run_exports_and_enhances_through_the_cli(tmp_path):
     result = dped_cli("export", "--model", str(run), "--out", str(out))
     assert result.returncode == 0 and result.stderr == "", result.stderr
     assert f"{out}: " in result.stdout and out.stat().st_size > 1e6
+    exported = out.read_bytes()
+    out.write_bytes(b"the user's own model")
+    again = dped_cli("export", "--model", str(run), "--out", str(out))
+    assert again.returncode == 2 and out.read_bytes() == b"the user's own model"
+    assert again.stderr.strip() == (
+        f"dped: error: --out {out} already exists: pass --overwrite to replace it, or another --out"
+    )
+    replaced = dped_cli("export", "--model", str(run), "--out", str(out), "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert out.read_bytes() == exported
     photos = tmp_path / "data" / cfg.phone / "test_data" / "patches" / cfg.phone
     enhanced = dped_cli("enhance", str(photos), "--model", str(out), "--out", str(tmp_path / "out"))
     assert enhanced.returncode == 0, enhanced.stderr
@@ -101,6 +111,7 @@ def test_a_cpu_profile_run_exports_and_enhances_through_the_cli(tmp_path):
         (["--out", "/proc/dped.tflite"], "--out /proc/dped.tflite: cannot write there"),
         (["--out", "model.onnx"], "--out model.onnx: name the file FILE.tflite"),
         (["--model", "old.tflite"], "old.tflite is already a TFLite model"),
+        (["--out", "old.tflite"], "--out old.tflite already exists: pass --overwrite to replace"),
         ([], "no/such/run"),  # a model that does not exist
     ],
 )
@@ -112,6 +123,7 @@ def test_export_errors_are_one_line_and_leave_no_file(tmp_path, args, message):
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("dped: error:") and message in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old.tflite"]  # nothing half-written
+    assert (tmp_path / "old.tflite").read_bytes() == b"not a model"  # nor replaced
 
 
 # Measured here (AMD EPYC, XNNPACK): iphone_orig float16 83.4 dB, int8 42.3 dB; seed init
