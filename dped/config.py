@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,6 +272,9 @@ def _check_types(obj: Any, prefix: str = "") -> None:
         if kind is float:
             value = _as_float(value)
             object.__setattr__(obj, name, value)
+            if isinstance(value, float) and not math.isfinite(value):
+                # NaN, inf and overflowing literals (1e999) would only fail later, mid-training.
+                raise ConfigError(f"{prefix}{name}: expected a finite number, got {value}")
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ConfigError(
                 f"{prefix}{name}: expected {kind.__name__}, got {value!r} ({type(value).__name__})"

@@ -40,6 +40,7 @@ class PairMetrics:
         self.sums = dict.fromkeys(
             ("mse", "ssim", "ms_ssim", "psnr_dslr_enhanced", "psnr_phone_enhanced"), 0.0
         )
+        self.squares = 0.0  # of the per-patch DSLR PSNRs: their standard error
         self.count = 0
 
     def update(self, phone, enhanced, dslr) -> None:
@@ -49,7 +50,9 @@ class PairMetrics:
         dslr, n = np.asarray(dslr), int(enhanced.shape[0])
         self.sums["mse"] += n * float(np.mean((enhanced - dslr) ** 2))
         enhanced_u8 = _to_uint8(enhanced)
-        self.sums["psnr_dslr_enhanced"] += float(patch_psnr(enhanced_u8, _to_uint8(dslr)).sum())
+        per_patch = patch_psnr(enhanced_u8, _to_uint8(dslr))
+        self.sums["psnr_dslr_enhanced"] += float(per_patch.sum())
+        self.squares += float(np.square(per_patch).sum())
         self.sums["psnr_phone_enhanced"] += float(patch_psnr(enhanced_u8, _to_uint8(phone)).sum())
         self.sums["ssim"] += float(np.sum(metrics.ssim(enhanced, dslr, per_patch=True)))
         self.sums["ms_ssim"] += float(np.sum(metrics.ms_ssim(enhanced, dslr, per_patch=True)))
@@ -59,6 +62,11 @@ class PairMetrics:
         means = {k: v / self.count for k, v in self.sums.items()}
         out = {"psnr_mse": float(10 * np.log10(1.0 / means.pop("mse"))), **means}
         out["psnr"] = out["psnr_mse" if protocol == "original" else "psnr_dslr_enhanced"]
+        # The evaluation's own noise: how far another draw of as many patches could move the
+        # seed protocol's mean (to set beside the spread over training seeds).
+        variance = self.squares / self.count - means["psnr_dslr_enhanced"] ** 2
+        n = self.count
+        out["psnr_dslr_enhanced_se"] = float(np.sqrt(max(variance, 0.0) * n / max(n - 1, 1) / n))
         return {"psnr": out.pop("psnr"), **out, "patches": self.count}
 
 

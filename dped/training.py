@@ -131,6 +131,9 @@ class DPEDModel(tf.Module):
             "d_accuracy": losses.discriminator_accuracy(critic, is_dslr),
         }
 
+    # One graph for every test batch (the last, smaller one included): run eagerly, each batch's
+    # dozens of layer calls cost more than their arithmetic at patch sizes of the cpu profile.
+    @tf.function(reduce_retracing=True)
     def test_terms(self, phone, dslr, is_dslr) -> tuple[dict, tf.Tensor]:
         """Every loss term of a batch at inference, the discriminator's accuracy on phone, DSLR
         and enhanced patches apart (the seed's test_discriminator), and the enhanced batch."""
@@ -218,13 +221,21 @@ class TrainingError(RuntimeError):
     """Training stopped: a non-finite loss (the last good checkpoint is kept)."""
 
 
-def _check_finite(logs: dict, step: int, run_dir) -> None:
+def _check_finite(logs: dict, step: int, run_dir: Path) -> None:
     for name, value in logs.items():
         if not np.isfinite(value):
             raise TrainingError(
-                f"step {step}: loss term '{name}' is {value}; training stopped, the last good "
-                f"checkpoint is kept in {run_dir}/checkpoints (lower learning_rate or check the data)"
+                f"step {step}: loss term '{name}' is {value}; training stopped, "
+                f"{_kept(Path(run_dir))} (lower learning_rate or check the data)"
             )
+
+
+def _kept(run_dir: Path) -> str:
+    """What a stopped run leaves to resume from, naming only folders that exist."""
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.is_dir() and any(checkpoints.glob("*.index")):
+        return f"the last good checkpoint is kept in {checkpoints}"
+    return f"before its first checkpoint: {run_dir} holds no weights to resume from"
 
 
 def train(

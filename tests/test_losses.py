@@ -1,4 +1,5 @@
 import json
+import re
 
 import imageio.v3 as iio
 import numpy as np
@@ -143,3 +144,16 @@ def test_per_patch_ssim_and_ms_ssim_equal_single_patch_calls():
         single = [float(fn(a[i : i + 1], b[i : i + 1])) for i in range(3)]
         np.testing.assert_allclose(batched, single, rtol=1e-6)
         assert len(set(np.round(batched, 6))) == 3  # really one value per patch
+
+
+def test_blur_in_two_passes_equals_the_2d_depthwise_convolution_and_refuses_other_kernels():
+    import tensorflow as tf
+
+    images = np.random.default_rng(1).random((2, 37, 29, 3), dtype=np.float32)
+    kernel = losses.gauss_kernel(21, 3, 3)
+    want = tf.nn.depthwise_conv2d(images, kernel, [1, 1, 1, 1], padding="SAME")
+    np.testing.assert_allclose(losses.blur(images, kernel), want, rtol=1e-5, atol=1e-6)
+    box = np.ones((3, 3, 3, 1), np.float32) / 9
+    box[0, 0] = 0.0  # not an outer product any more
+    with pytest.raises(ValueError, match=re.escape("the kernel is not the outer product")):
+        losses.blur(images, box)

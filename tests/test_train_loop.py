@@ -110,6 +110,24 @@ def test_a_nan_loss_stops_with_the_step_and_term(tmp_path, monkeypatch):
     assert kept == ["ckpt-0.index", "ckpt-2.index"]
 
 
+def test_a_nan_loss_before_any_checkpoint_names_no_checkpoint_folder(tmp_path, monkeypatch):
+    cfg = small_config(tmp_path).replace(num_iters=4, d_pretrain_iters=0, deterministic=False)
+    real_step = training.DPEDModel.train_step
+
+    def poisoned(self, phone, dslr):
+        return {**real_step(self, phone, dslr), "tv": tf.constant(np.inf)}
+
+    monkeypatch.setattr(training.DPEDModel, "train_step", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(training.TrainingError) as err:
+        training.train(cfg, out=run, progress=False)
+    assert str(err.value) == (
+        f"step 1: loss term 'tv' is inf; training stopped, before its first checkpoint: {run} "
+        "holds no weights to resume from (lower learning_rate or check the data)"
+    )
+    assert not list(run.glob("checkpoints/*.index"))
+
+
 def test_a_run_records_config_environment_and_samples(tmp_path):
     cfg = small_config(tmp_path).replace(num_iters=2, deterministic=False, tensorboard=True)
     run = training.train(cfg, out=tmp_path / "run", progress=False)
