@@ -63,10 +63,10 @@ bench: setup ## speed on this machine -> results/bench/<machine>.json + .md (ORI
 sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu [WORKERS=2 | SCHEDULER=tcp://host:8786]
 	$(BIN)/dped sweep $(EXP) --profile $(PROFILE) $(EXECUTOR)
 
-reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds), PSNR plots, summary.md
+reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds; 2 local workers unless WORKERS/SCHEDULER), PSNR plots, summary.md
 	$(MAKE) data
 	status=0; for exp in $(EXPERIMENTS); do \
-		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) $(EXECUTOR) \
+		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) $(or $(EXECUTOR),--workers 2) \
 			|| status=$$?; \
 	done; exit $$status
 

@@ -89,6 +89,13 @@ def _sweep_command(args: argparse.Namespace) -> int:
     return sweep.run_from_args(args)
 
 
+def _report_command(args: argparse.Namespace) -> None:
+    from dped import report
+
+    built = report.build(args.results, args.out)
+    print(f"{built.summary}, psnr_curves.png, effects.png ({len(built.runs)} runs)")
+
+
 def _calibrate_command(args: argparse.Namespace) -> None:
     from dped import calibrate
     from dped.config import parse_override, preset
@@ -105,6 +112,7 @@ def _data_command(args: argparse.Namespace) -> None:
 
     from dped import minidata
     from dped.config import project_root
+    from dped.runs import IDENTITY_FILE, atomic_write
 
     default = project_root() / "experiments" / "cpu.yaml"  # found from any working directory
     cfg = resolve_config(args.config or str(default), args.set)
@@ -113,7 +121,7 @@ def _data_command(args: argparse.Namespace) -> None:
     files = sum(1 for p in base.rglob("*") if p.is_file())
     print(f"mini dataset: {files} files under {base} in {time.perf_counter() - start:.1f} s")
     baseline = minidata.identity_baseline(cfg, args.out)
-    (base / "identity_baseline.json").write_text(json.dumps(baseline, indent=1) + "\n")
+    atomic_write(base / IDENTITY_FILE, (json.dumps(baseline, indent=1) + "\n").encode())
     print(
         f"identity baseline (phone vs DSLR, {baseline['patches']} test patches): "
         f"PSNR {baseline['psnr_dslr_enhanced']:.2f} dB (mean per patch, the seed's protocol; "
@@ -227,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(sw)
     sw.set_defaults(func=_sweep_command)
+    rep = sub.add_parser(
+        "report", help="summary.md and PSNR / effect figures of a sweep, from its run folders"
+    )
+    rep.add_argument("results", help="a sweep's results folder, e.g. results/ablations")
+    rep.add_argument("--out", help="write there instead of beside the runs")
+    rep.set_defaults(func=_report_command)
     cal = sub.add_parser("calibrate", help="measure each loss term at initialisation")
     cal.add_argument(
         "--set",

@@ -14,12 +14,23 @@ from a single run of the generator (and of the discriminator on each side) per b
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from dped.config import Config
 from dped.data import Split, pair_dataset
+
+# Test patches per forward pass. Every number is a mean of per-patch values (the generator and
+# the discriminator see each patch alone at inference; batch-summed loss terms are rescaled to a
+# training batch), so this sets only the speed: at the cpu profile's small patches a pass over a
+# training batch's few patches costs more in per-call overhead than in arithmetic.
+EVAL_BATCH = 64
+# The test loss terms (two VGG-19 passes and three discriminator passes per patch) are
+# diagnostics, read from the first TERM_PATCHES test patches (the same ones every evaluation;
+# whole batches, so at least this many); the metrics, the verdict, from every test patch.
+TERM_PATCHES = 64
 
 
 def _to_uint8(images) -> np.ndarray:
@@ -33,6 +44,26 @@ def patch_psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> np.ndarray:
         return np.where(rmse == 0, 100.0, 20.0 * np.log10(255.0 / rmse))
 
 
+@functools.cache
+def _structural(shape: tuple[int, int, int]):
+    """Per-patch SSIM and MS-SSIM of [B, *shape] batches as one graph (any B): eagerly, their
+    hundreds of small ops cost more than the generator's pass over the same batch."""
+    import tensorflow as tf
+
+    from dped import metrics
+
+    spec = tf.TensorSpec([None, *shape], tf.float32)
+
+    @tf.function(input_signature=[spec, spec])
+    def both(enhanced, dslr):
+        return (
+            metrics.ssim(enhanced, dslr, per_patch=True),
+            metrics.ms_ssim(enhanced, dslr, per_patch=True),
+        )
+
+    return both
+
+
 class PairMetrics:
     """Accumulates the metrics batch by batch, so one pass over the test set serves all."""
 
@@ -44,8 +75,6 @@ class PairMetrics:
         self.count = 0
 
     def update(self, phone, enhanced, dslr) -> None:
-        from dped import metrics
-
         enhanced = np.clip(np.asarray(enhanced), 0.0, 1.0)  # as when they are written
         dslr, n = np.asarray(dslr), int(enhanced.shape[0])
         self.sums["mse"] += n * float(np.mean((enhanced - dslr) ** 2))
@@ -54,8 +83,9 @@ class PairMetrics:
         self.sums["psnr_dslr_enhanced"] += float(per_patch.sum())
         self.squares += float(np.square(per_patch).sum())
         self.sums["psnr_phone_enhanced"] += float(patch_psnr(enhanced_u8, _to_uint8(phone)).sum())
-        self.sums["ssim"] += float(np.sum(metrics.ssim(enhanced, dslr, per_patch=True)))
-        self.sums["ms_ssim"] += float(np.sum(metrics.ms_ssim(enhanced, dslr, per_patch=True)))
+        ssim, ms_ssim = _structural(enhanced.shape[1:])(enhanced, dslr.astype(np.float32))
+        self.sums["ssim"] += float(np.sum(ssim))
+        self.sums["ms_ssim"] += float(np.sum(ms_ssim))
         self.count += n
 
     def result(self, protocol: str = "original") -> dict[str, float]:
@@ -78,21 +108,31 @@ class Evaluation:
 
 def evaluate(model, split: Split, cfg: Config, samples: int = 4) -> Evaluation:
     """One pass over the test patches with a `training.DPEDModel`: the metrics (both PSNR
-    protocols, SSIM, MS-SSIM), the test loss terms (with fixed alternating swaps), the
-    discriminator's accuracy per side, and the first `samples` patches for the sample grid."""
+    protocols, SSIM, MS-SSIM) over all of them; the test loss terms (with fixed alternating
+    swaps) and the discriminator's accuracy per side over the first TERM_PATCHES; and the first
+    `samples` patches for the sample grid."""
     import tensorflow as tf
 
     acc, sums, count, grid = PairMetrics(), {}, 0, None
-    for phone, dslr in pair_dataset(split, cfg.replace(augment=False), training=False):
+    for phone, dslr in _test_batches(split, cfg):
         n = int(phone.shape[0])
-        terms, enhanced = model.test_terms(phone, dslr, tf.constant(np.arange(n) % 2, tf.int32))
+        if count < TERM_PATCHES:
+            # Alternate sides by the patch's place in the test set, not in its batch.
+            swaps = tf.constant((count + np.arange(n)) % 2, tf.int32)
+            terms, enhanced = model.test_terms(phone, dslr, swaps)
+            sums = {k: sums.get(k, 0.0) + n * float(v) for k, v in terms.items()}
+            count += n
+        else:
+            enhanced = model.enhance(phone)
         acc.update(phone, enhanced, dslr)
-        sums = {k: sums.get(k, 0.0) + n * float(v) for k, v in terms.items()}
-        count += n
         if grid is None:
             grid = tuple(np.asarray(t[:samples]) for t in (phone, enhanced, dslr))
     metrics = {**acc.result(cfg.eval_protocol), **{f"test_{k}": v / count for k, v in sums.items()}}
     return Evaluation(metrics, grid)
+
+
+def _test_batches(split: Split, cfg: Config):
+    return pair_dataset(split, cfg.replace(augment=False, batch_size=EVAL_BATCH), training=False)
 
 
 def identity_metrics(split: Split, cfg: Config) -> dict[str, float]:
@@ -101,6 +141,6 @@ def identity_metrics(split: Split, cfg: Config) -> dict[str, float]:
     SSIM and MS-SSIM are means of per-patch values, so no number depends on the batch size.
     """
     acc = PairMetrics()
-    for phone, dslr in pair_dataset(split, cfg.replace(augment=False), training=False):
+    for phone, dslr in _test_batches(split, cfg):
         acc.update(phone, phone, dslr)
     return acc.result(cfg.eval_protocol)

@@ -16,11 +16,30 @@ def read_metrics(run_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def _save(fig, out: str | Path | None):
-    fig.tight_layout()
+def _save(fig, out: str | Path | None, layout: bool = True):
+    if layout:
+        fig.tight_layout()
     if out:
-        fig.savefig(out, dpi=110)
+        import io
+
+        from dped.runs import atomic_write
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, dpi=110, format=Path(out).suffix.lstrip(".") or "png")
+        atomic_write(Path(out), buffer.getvalue())
     return fig
+
+
+def curve_stats(folders: list[str | Path], metric: str = "psnr_dslr_enhanced") -> pd.DataFrame:
+    """Per evaluation step: the mean, standard deviation and count over the runs' folders (one
+    per seed) of `metric` (each run's headline `psnr` where it has no such column)."""
+    frames = []
+    for folder in folders:
+        m = read_metrics(folder)
+        frames.append(
+            m[["step", metric if metric in m else "psnr"]].set_axis(["step", "v"], axis=1)
+        )
+    return pd.concat(frames).groupby("step")["v"].agg(["mean", "std", "count"])
 
 
 def psnr_curves(
@@ -29,35 +48,71 @@ def psnr_curves(
     out: str | Path | None = None,
     title: str = "DPED on the mini dataset",
     metric: str = "psnr_dslr_enhanced",
+    reference: str | None = None,
+    columns: int = 4,
 ):
-    """Test PSNR (`metric`, else the run's headline `psnr`) against iteration, one curve per run: the mean over its seeds' folders with
-    error bars of +- one standard deviation (none with one seed); the identity baseline dashed."""
+    """Test PSNR against iteration, one panel per run (small multiples: fifteen curves on one
+    axes are unreadable): the mean over its seeds' folders with a band of +- one standard
+    deviation, the identity baseline dashed, and the `reference` run (the experiment's
+    baseline) in grey in every other panel, so each panel reads as "this run against that"."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.6))
-    for label, folders in run_dirs.items():
-        folders = [folders] if isinstance(folders, (str, Path)) else folders
-        frames = [read_metrics(f) for f in folders]
-        column = metric if all(metric in m for m in frames) else "psnr"
-        steps = pd.concat([m[["step", column]] for m in frames])
-        stats = steps.groupby("step")[column].agg(["mean", "std", "count"])
-        seeds = int(stats["count"].max())
-        ax.errorbar(
-            stats.index,
-            stats["mean"],
-            yerr=stats["std"] if seeds > 1 else None,
-            marker="o",
-            ms=3,
-            capsize=3,
-            label=f"{label} ({seeds} seed{'s' * (seeds > 1)})",
-        )
+    stats = {
+        label: curve_stats([f] if isinstance(f, (str, Path)) else f, metric)
+        for label, f in run_dirs.items()
+    }
+    rows = -(-len(stats) // columns)
+    fig, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(3.2 * columns, 2.6 * rows + 0.6),
+        sharex=True,
+        sharey=True,
+        squeeze=False,
+    )
+    for ax, (label, st) in zip(axes.flat, stats.items()):
+        if reference in stats and label != reference:
+            ref = stats[reference]
+            ax.plot(ref.index, ref["mean"], c="0.6", lw=1.2, label=reference)
+        seeds = int(st["count"].max())
+        ax.plot(st.index, st["mean"], c="tab:blue", marker="o", ms=2.5, label="mean")
+        if seeds > 1:
+            ax.fill_between(
+                st.index,
+                st["mean"] - st["std"],
+                st["mean"] + st["std"],
+                color="tab:blue",
+                alpha=0.25,
+                lw=0,
+                label="± 1 std over seeds",
+            )
+        if baseline_psnr is not None:
+            ax.axhline(baseline_psnr, ls="--", c="k", lw=0.9, label="identity")
+        ax.set_title(f"{label} ({seeds} seed{'s' * (seeds > 1)})", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(stats) :]:
+        ax.set_axis_off()
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test PSNR (dB)")
+    for ax in axes[-1]:
+        ax.set_xlabel("iteration")
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
     if baseline_psnr is not None:
-        ax.axhline(baseline_psnr, ls="--", c="gray", label=f"identity {baseline_psnr:.2f} dB")
-    ax.set(xlabel="iteration", ylabel="test PSNR (dB)", title=title)
-    ax.grid(alpha=0.3)
-    # Outside the axes: a legend never covers a curve.
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(fig, out)
+        handles[f"identity {baseline_psnr:.2f} dB"] = handles.pop("identity")
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        loc="lower center",
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+    )
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _save(fig, out, layout=False)
 
 
 def training_curves(run_dir: str | Path, out: str | Path | None = None):

@@ -1,83 +1,112 @@
-"""Summaries of a sweep: final-metric table (mean +- spread over seeds), modification effects,
-figures, and results/<experiment>/summary.md. pandas + matplotlib only."""
+"""The report of a sweep, from its run folders alone: the final-metric table (mean +- spread over
+seeds, against the identity baseline, with the evaluation's own noise), the learning curves, each
+change's effect and verdict (beside an earlier sweep's, when the experiment names one), written
+as results/<experiment>/summary.md, psnr_curves.png and effects.png.
+
+`dped report RESULTS_DIR`, the sweep and the psnr-plots notebook all call `build`.
+pandas + matplotlib only.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from dped import plots
+from dped.config import project_root
+from dped.runs import IDENTITY_FILE, atomic_write, load_config, run_name
+
+# One protocol for every run of a comparison: the seed's (mean per-patch PSNR of uint8 outputs),
+# the one its README's 20-21 dB are measured in. `paper` runs headline the other one.
+PSNR = "psnr_dslr_enhanced"
+SE = "psnr_dslr_enhanced_se"  # its standard error over the test patches
+TAIL = 0.3  # a curve has flattened when its last 30% of iterations add little (see _tail_gain)
 
 
-def experiment(results: str | Path) -> tuple[str, dict[str, str]]:
-    """(baseline run, {run: what it reverts}) from the experiment.yaml the sweep copied there."""
-    spec = _spec(results)
-    labels = {run: s["reverts"] for run, s in spec["runs"].items() if s.get("reverts")}
-    return spec.get("baseline", "seed"), labels
-
-
-def _spec(results: str | Path) -> dict:
+def load_spec(results: str | Path) -> dict:
+    """The copy of the experiment the sweep wrote beside the runs (with the profile it ran)."""
     path = Path(results) / "experiment.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no {path}: run the sweep (make sweep) to make {results}")
     return yaml.safe_load(path.read_text())
 
 
+def experiment(results: str | Path) -> tuple[str, dict[str, str]]:
+    """(baseline run, {run: what it reverts}) from the experiment.yaml the sweep copied there."""
+    spec = load_spec(results)
+    labels = {run: s["reverts"] for run, s in spec["runs"].items() if s.get("reverts")}
+    return spec.get("baseline", "seed"), labels
+
+
+def collect(results: str | Path, only: str | None = None) -> pd.DataFrame:
+    """One row per finished run folder the experiment names (its runs x the profile's seeds;
+    `only`: one run): run, seed, final PSNR (the seed's protocol) and its standard error over
+    patches, gain over the last TAIL of the iterations, SSIM, MS-SSIM, wall time."""
+    spec = load_spec(results)
+    rows = []
+    for run in spec["runs"] if only is None else [only]:
+        for seed in spec["seeds"][spec["profile"]]:
+            folder = Path(results) / run_name(run, seed)
+            if (folder / "metrics.csv").is_file():
+                rows.append({"run": run, "seed": seed, **_final(folder)})
+    columns = ["run", "seed", "steps", "psnr", "psnr_se", "tail_gain", "ssim", "ms_ssim"]
+    return pd.DataFrame(rows, columns=[*columns, "wall_s", "folder"])
+
+
+def _final(folder: Path) -> dict:
+    m = plots.read_metrics(folder)
+    psnr = m[PSNR] if PSNR in m else m["psnr"]
+    last = m.iloc[-1]
+    return {
+        "steps": int(last["step"]),
+        "psnr": psnr.iloc[-1],
+        "psnr_se": last[SE] if SE in m else float("nan"),  # older runs did not record it
+        "tail_gain": _tail_gain(m["step"], psnr),
+        "ssim": last["ssim"],
+        "ms_ssim": last["ms_ssim"],
+        "wall_s": last["wall_s"],
+        "folder": str(folder),
+    }
+
+
+def _tail_gain(steps: pd.Series, psnr: pd.Series) -> float:
+    """PSNR gained over the last TAIL of the iterations (from the last evaluation at or before
+    that point): near 0 once a curve has flattened; NaN with fewer than three evaluations."""
+    if len(steps) < 3:
+        return float("nan")
+    start = steps.iloc[-1] * (1 - TAIL)
+    before = psnr[steps <= start]
+    return float(psnr.iloc[-1] - (before.iloc[-1] if len(before) else psnr.iloc[0]))
+
+
 def collect_experiment(results: str | Path) -> pd.DataFrame:
     """`collect(results)`, plus the baseline's runs from the experiment named by
     `baseline_from` (a sibling folder) when the experiment borrows them."""
     runs = collect(results)
-    source = _spec(results).get("baseline_from")
+    source = load_spec(results).get("baseline_from")
     if not source:
         return runs
     baseline, _ = experiment(results)
-    other = collect(Path(results).parent / source)
-    borrowed = other[other["run"] == baseline] if len(other) else other
-    if borrowed.empty:
+    other = Path(results).parent / source
+    borrowed = collect(other, only=baseline) if (other / "experiment.yaml").is_file() else None
+    if borrowed is None or borrowed.empty:
         raise FileNotFoundError(
-            f"{results} compares with the '{baseline}' runs of {Path(results).parent / source}, "
-            f"which has none: run that experiment first"
+            f"{results} compares with the '{baseline}' runs of {other}, which has none: run "
+            f"that experiment first"
         )
     return pd.concat([borrowed, runs], ignore_index=True)
-
-
-# One protocol for every run of a comparison: the seed's (mean per-patch PSNR of uint8 outputs),
-# the one its README's 20-21 dB are measured in. `paper` runs headline the other one.
-PSNR = "psnr_dslr_enhanced"
-
-
-def collect(results: str | Path) -> pd.DataFrame:
-    """One row per finished run folder: run, seed, final PSNR (the seed's protocol) / SSIM /
-    MS-SSIM, wall time."""
-    rows = []
-    for folder in sorted(Path(results).glob("*-s*/")):
-        if not (folder / "metrics.csv").is_file():
-            continue
-        last = plots.read_metrics(folder).iloc[-1]
-        run, _, seed = folder.name.rpartition("-s")
-        rows.append(
-            {
-                "run": run,
-                "seed": int(seed),
-                "steps": int(last["step"]),
-                "psnr": last[PSNR] if PSNR in last else last["psnr"],
-                "ssim": last["ssim"],
-                "ms_ssim": last["ms_ssim"],
-                "wall_s": last["wall_s"],
-                "folder": str(folder),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation and count of defined values over seeds (the authors' MS-SSIM is
     NaN where a contrast term goes negative, as happens early in training)."""
-    stats = runs.groupby("run")[["psnr", "ssim", "ms_ssim", "wall_s"]].agg(["mean", "std", "count"])
-    stats["seeds"] = runs.groupby("run")["seed"].count()
+    metrics = ["psnr", "psnr_se", "tail_gain", "ssim", "ms_ssim", "wall_s"]
+    stats = runs.groupby("run", sort=False)[metrics].agg(["mean", "std", "count"])
+    stats["seeds"] = runs.groupby("run", sort=False)["seed"].count()
     return stats
 
 
@@ -102,6 +131,106 @@ def effects(runs: pd.DataFrame, baseline: str, labels: dict[str, str]) -> pd.Dat
     return pd.DataFrame(rows, columns=columns)
 
 
+def verdict(effect: float, spread: float, seeds: int) -> str:
+    """Whether the CPU-scale evidence supports "this change helps": the mean effect against two
+    standard errors of the per-seed differences."""
+    if seeds < 2 or pd.isna(spread):
+        return "undecided (1 seed)"
+    margin = 2 * spread / seeds**0.5
+    if effect > margin:
+        return "helps"
+    if effect < -margin:
+        return "hurts"
+    return "no effect resolved"
+
+
+def compare_verdicts(new: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
+    """Each change's effect and verdict in an earlier sweep beside this one's, and whether the
+    verdict survives or flips."""
+    both = new.merge(old, on="run", how="left", suffixes=("", "_old"))
+    both["outcome"] = [
+        "not in the earlier sweep" if pd.isna(was) else "survives" if was == now else "flips"
+        for was, now in zip(both["verdict_old"], both["verdict"])
+    ]
+    return both
+
+
+def identity(runs: pd.DataFrame, results: str | Path) -> dict | None:
+    """The identity baseline of the runs' test set: as their folders recorded it; else as
+    recorded beside the results; else the dataset's own, if its test set has as many patches as
+    the runs were evaluated on (a rebuilt dataset must not lend its baseline to older runs)."""
+    recorded = [Path(folder) / IDENTITY_FILE for folder in runs["folder"]]
+    for path in [*recorded, Path(results) / IDENTITY_FILE]:
+        if path.is_file():
+            return json.loads(path.read_text())
+    cfg = load_config(runs["folder"].iloc[0])
+    path = Path(cfg.dataset_dir) / cfg.phone / IDENTITY_FILE
+    found = json.loads(path.read_text()) if path.is_file() else None
+    patches = plots.read_metrics(runs["folder"].iloc[0]).iloc[-1].get("patches")
+    return found if found and found.get("patches") == patches else None
+
+
+@dataclass
+class Report:
+    results: Path
+    runs: pd.DataFrame
+    table: pd.DataFrame
+    effects: pd.DataFrame
+    identity: dict | None
+    earlier: pd.DataFrame | None  # compare_verdicts with the experiment's `compare` sweep
+    summary: Path
+    figures: dict  # name -> matplotlib Figure, saved as <name>.png
+
+
+def build(results: str | Path, out: str | Path | None = None) -> Report:
+    """Everything the report holds, from the run folders: summary.md, psnr_curves.png and
+    effects.png in `out` (default: beside the runs)."""
+    import matplotlib.pyplot as plt
+
+    results = Path(results)
+    out = Path(out or results)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = load_spec(results)
+    runs = collect_experiment(results)
+    if runs.empty:
+        raise FileNotFoundError(f"{results}: no finished run folder: run the sweep first")
+    base_run, labels = experiment(results)
+    table, effect = final_table(runs), effects(runs, base_run, labels)
+    cfg = load_config(runs["folder"].iloc[0])
+    base = identity(runs, results)
+    earlier = _earlier(spec, effect)
+    curves = runs.groupby("run", sort=False)["folder"].apply(list).to_dict()
+    name = spec["name"]
+    figures = {
+        "psnr_curves": plots.psnr_curves(
+            curves,
+            base and base.get(PSNR, base["psnr"]),
+            out=out / "psnr_curves.png",
+            title=f"{name}: test PSNR, mean ± std over seeds ({spec['profile']} profile)",
+            reference=base_run,
+        ),
+        "effects": effects_chart(
+            effect, f"{name}: effect of each change (leave-one-out)", out / "effects.png"
+        ),
+    }
+    for fig in figures.values():  # saved; a notebook shows them with display()
+        plt.close(fig)
+    text = summary_text(spec, table, effect, base, earlier, cfg.vgg_weights == "random")
+    atomic_write(out / "summary.md", text.encode())
+    return Report(results, runs, table, effect, base, earlier, out / "summary.md", figures)
+
+
+def _earlier(spec: dict, effect: pd.DataFrame) -> pd.DataFrame | None:
+    """The experiment's `compare: {profile: folder}`: an earlier sweep to set verdicts beside."""
+    folder = (spec.get("compare") or {}).get(spec["profile"])
+    if not folder:
+        return None
+    folder = project_root() / folder
+    old_runs = collect_experiment(folder)
+    base_run, labels = experiment(folder)
+    return compare_verdicts(effect, effects(old_runs, base_run, labels))
+
+
 def effects_chart(table: pd.DataFrame, title: str, out: str | Path | None = None):
     """Each change's effect with +- one standard deviation over seeds as its error bar."""
     import textwrap
@@ -124,24 +253,6 @@ def effects_chart(table: pd.DataFrame, title: str, out: str | Path | None = None
     return plots._save(fig, out)
 
 
-def verdict(effect: float, spread: float, seeds: int) -> str:
-    """Whether the CPU-scale evidence supports "this change helps": the mean effect against two
-    standard errors of the per-seed differences."""
-    if seeds < 2 or pd.isna(spread):
-        return "undecided (1 seed)"
-    margin = 2 * spread / seeds**0.5
-    if effect > margin:
-        return "helps"
-    if effect < -margin:
-        return "hurts"
-    return "no effect resolved"
-
-
-def baseline(dataset_dir: str | Path, phone: str) -> dict | None:
-    path = Path(dataset_dir) / phone / "identity_baseline.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def _fmt(mean: float, std: float, digits: int, defined: int | None = None, seeds: int = 0) -> str:
     """'mean +- std'; '— (1 seed)' for the spread of one value; how many seeds gave a value
     when some gave none (NaN)."""
@@ -158,41 +269,70 @@ def _fmt(mean: float, std: float, digits: int, defined: int | None = None, seeds
     return text + (" +- — (1 seed)" if pd.isna(std) else f" +- {std:.{digits}f}")
 
 
-def _cell(r, metric: str, digits: int) -> str:
-    return _fmt(r[metric, "mean"], r[metric, "std"], digits, r[metric, "count"], r["seeds", ""])
+def _cell(r, metric: str, digits: int, shift: float = 0.0) -> str:
+    mean = r[metric, "mean"] - shift
+    return _fmt(mean, r[metric, "std"], digits, r[metric, "count"], r["seeds", ""])
 
 
-def write_summary(
-    results: str | Path,
-    runs: pd.DataFrame,
+def summary_text(
+    spec: dict,
     table: pd.DataFrame,
     effect: pd.DataFrame,
-    base: dict | None,
-    note: str = "",
-    title: str | None = None,
-) -> Path:
-    title = title or Path(results).name
-    lines = [f"# {title}: final test metrics", ""]
-    if base:
+    identity: dict | None,
+    earlier: pd.DataFrame | None = None,
+    vgg_random: bool = False,
+) -> str:
+    lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
+    if spec.get("profile_notes"):
+        keys = ", ".join(f"{k}: {v}" for k, v in spec["profile_keys"].items())
+        notes = spec["profile_notes"].strip().replace("\n- ", "\n\n- ")
+        lines += [f"## Scale ({spec['profile']} profile)", "", notes, "", f"Keys: {keys}.", ""]
+    lines += _results_lines(table, identity)
+    lines += _effect_lines(effect, table, spec.get("baseline", "seed"))
+    if earlier is not None:
+        lines += _earlier_lines(earlier, spec["compare"][spec["profile"]])
+    lines += ["", "![PSNR curves](psnr_curves.png)", "", "![effects](effects.png)", ""]
+    if vgg_random:
+        lines += ["Runs use random VGG-19 weights (vgg_random: true).", ""]
+    return "\n".join(lines)
+
+
+def _results_lines(table: pd.DataFrame, identity: dict | None) -> list[str]:
+    lines = []
+    ident = identity.get(PSNR, identity["psnr"]) if identity else float("nan")
+    if identity:
         lines += [
-            f"Identity baseline (phone vs DSLR): PSNR {base.get(PSNR, base['psnr']):.2f} dB, "
-            f"MS-SSIM {base['ms_ssim']:.4f}.",
+            f"Identity baseline (the phone patch unchanged, vs DSLR): PSNR {ident:.2f} dB over "
+            f"{identity.get('patches', '?')} test patches, MS-SSIM {identity['ms_ssim']:.4f}.",
             "",
         ]
     lines += [
-        "PSNR: the seed's protocol (mean of per-patch PSNRs of uint8 outputs) for every run.",
+        "PSNR: the seed's protocol (mean of per-patch PSNRs of uint8 outputs) for every run, mean "
+        "+- standard deviation over seeds. *vs identity*: PSNR minus the identity baseline. "
+        "*eval SE*: the standard error of a run's PSNR over the test patches (the evaluation's "
+        "own noise, mean over seeds), to set beside the spread over seeds. *last 30%*: the PSNR "
+        "gained over the last 30% of the iterations (a flattened curve gains little there).",
         "",
-        "| run | seeds | PSNR (dB) | SSIM | MS-SSIM | wall time (s) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| run | seeds | PSNR (dB) | vs identity (dB) | eval SE (dB) | last 30% (dB) | SSIM "
+        "| MS-SSIM | wall time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run, r in table.iterrows():
+        se = r["psnr_se", "mean"]
         lines.append(
-            f"| {run} | {int(r[('seeds', '')])} | {_cell(r, 'psnr', 2)} | {_cell(r, 'ssim', 4)} | "
-            f"{_cell(r, 'ms_ssim', 4)} | {_cell(r, 'wall_s', 0)} |"
+            f"| {run} | {int(r[('seeds', '')])} | {_cell(r, 'psnr', 2)} | "
+            f"{_cell(r, 'psnr', 2, ident) if identity else '—'} | "
+            f"{'—' if pd.isna(se) else f'{se:.2f}'} | {_cell(r, 'tail_gain', 2)} | "
+            f"{_cell(r, 'ssim', 4)} | {_cell(r, 'ms_ssim', 4)} | {_cell(r, 'wall_s', 0)} |"
         )
-    lines += [
+    return lines
+
+
+def _effect_lines(effect: pd.DataFrame, table: pd.DataFrame, base_run: str) -> list[str]:
+    lines = [
         "",
-        "## Effect of each change: PSNR(seed) - PSNR(seed with it reverted), mean +- std over seeds",
+        f"## Effect of each change: PSNR({base_run}) - PSNR({base_run} with it reverted), "
+        "mean +- std over seeds",
         "",
         "Verdict: 'helps' / 'hurts' when the mean effect exceeds two standard errors of the "
         "per-seed differences, else 'no effect resolved' at this scale.",
@@ -203,12 +343,28 @@ def write_summary(
     for _, r in effect.iterrows():
         lines.append(
             f"| {r['modification']} | {_fmt(r['effect_db'], r['spread_db'], 2, seeds=r['seeds'])} "
-            f"| {r['seeds']} "
-            f"| {r['verdict']} |"
+            f"| {r['seeds']} | {r['verdict']} |"
         )
-    lines += ["", "![PSNR curves](psnr_curves.png)", "", "![effects](effects.png)", ""]
-    if note:
-        lines += [note, ""]
-    path = Path(results) / "summary.md"
-    path.write_text("\n".join(lines))
-    return path
+    return lines
+
+
+def _earlier_lines(earlier: pd.DataFrame, folder: str) -> list[str]:
+    lines = [
+        "",
+        f"## Verdicts beside the earlier sweep in {folder}",
+        "",
+        "| change | earlier effect (dB) | earlier verdict | effect here (dB) | verdict here | |",
+        "|---|---:|---|---:|---|---|",
+    ]
+    for _, r in earlier.iterrows():
+        was = (
+            "—"
+            if pd.isna(r["effect_db_old"])
+            else _fmt(r["effect_db_old"], r["spread_db_old"], 2, seeds=r["seeds_old"])
+        )
+        lines.append(
+            f"| {r['modification']} | {was} | {r['verdict_old'] if was != '—' else '—'} | "
+            f"{_fmt(r['effect_db'], r['spread_db'], 2, seeds=r['seeds'])} | {r['verdict']} "
+            f"| {r['outcome']} |"
+        )
+    return lines

@@ -197,6 +197,16 @@ def save_samples(path: Path, phone: np.ndarray, enhanced: np.ndarray, dslr: np.n
     atomic_write(path, buffer.getvalue())
 
 
+# The identity baseline (phone vs DSLR metrics) of a test set: beside a built dataset's patches
+# and in every run folder, for the test set it was evaluated on.
+IDENTITY_FILE = "identity_baseline.json"
+
+
+def run_name(run: str, seed: int) -> str:
+    """A sweep's folder (and notebook) name for one run of an experiment and one seed."""
+    return f"{run}-s{seed}"
+
+
 def load_config(run_dir: str | Path) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():

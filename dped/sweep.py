@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from dped.config import Config, ConfigError, project_root
+from dped.runs import atomic_write, run_name
 
 
 @dataclass(frozen=True)
@@ -39,17 +40,19 @@ def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
             f"{path}: unknown profile '{profile}': expected one of "
             f"{', '.join(spec.get('profiles', {}))}"
         )
+    keys, notes = profile_keys(spec["profiles"][profile])
+    spec = {**spec, "profile": profile, "profile_keys": keys, "profile_notes": notes}
     jobs = []
     for seed in spec["seeds"][profile]:
         for run, settings in spec["runs"].items():
             settings = dict(settings)
             preset = settings.pop("preset")
             reverts = settings.pop("reverts", "")
-            name = f"{run}-s{seed}"
+            name = run_name(run, seed)
             # A run's own keys win over the profile's: the change a run exists to make
             # (no pre-training, say) survives a profile that scales that key for every run.
             overrides = {
-                **(spec["profiles"][profile] or {}),
+                **keys,
                 **settings,
                 "seed": seed,
                 "name": name,
@@ -57,6 +60,27 @@ def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
             config = Config.from_dict({"preset": preset, **overrides})
             jobs.append(Job(name, preset, overrides, config, reverts))
     return spec, jobs
+
+
+def profile_keys(profile: dict | str | None) -> tuple[dict, str]:
+    """A profile's config keys and its notes: a mapping given in the experiment (no notes), or
+    a config YAML named by its path (experiments/cpu.yaml: one file for every experiment's
+    profile and for `make data`), whose preset and name are the runs' own, and whose leading
+    comment says how it differs from full scale."""
+    if not isinstance(profile, str):
+        return dict(profile or {}), ""
+    path = project_root() / profile
+    if not path.is_file():
+        raise ConfigError(f"profile {profile}: no such config file ({path})")
+    text = path.read_text()
+    Config.from_yaml(path)  # a mistake in it is reported against that file
+    keys = {k: v for k, v in yaml.safe_load(text).items() if k not in ("preset", "name")}
+    comments = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        comments.append(line[1:].removeprefix(" "))
+    return keys, "\n".join(comments)
 
 
 def is_complete(run_dir: Path, cfg: Config) -> bool:
@@ -168,8 +192,10 @@ def sweep(
     # Absolute: the notebooks work from the repository root, Dask workers from anywhere.
     results = (Path(results_dir) / spec["name"]).resolve()
     results.mkdir(parents=True, exist_ok=True)
-    # The report reads the runs' labels and the baseline from here, beside the runs.
-    (results / "experiment.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    # The report reads the runs, their labels, the seeds, the baseline and the profile (its
+    # keys and notes as they were when the runs started) from here.
+    copy = yaml.safe_dump(spec, sort_keys=False)
+    atomic_write(results / "experiment.yaml", copy.encode())
     notebook = project_root() / spec.get("notebook", "notebooks/DPED-main.ipynb")
 
     def report(i: int, outcome: Outcome) -> None:
@@ -195,23 +221,15 @@ def sweep(
 
 
 def write_report(results: Path) -> bool:
-    """Execute psnr-plots.ipynb on the experiment: summary.md and the figures beside the runs,
-    the executed notebook as results/<experiment>/psnr-plots.ipynb."""
-    import papermill
+    """summary.md and the figures beside the runs (`dped report`); False if it failed."""
+    from dped import report
 
-    out = results / "psnr-plots.ipynb"
     try:
-        papermill.execute_notebook(
-            str(project_root() / "notebooks" / "psnr-plots.ipynb"),
-            str(out),
-            parameters={"experiment": results.name, "results_dir": str(results.parent)},
-            progress_bar=False,
-            kernel_manager_class=_ipc_kernel_manager(),
-        )
+        built = report.build(results)
     except Exception as err:  # the runs are safe; only the summary is missing
-        print(f"report: FAILED ({type(err).__name__}; see {out})", flush=True)
+        print(f"report: FAILED ({type(err).__name__}: {err})", flush=True)
         return False
-    print(f"report: {results / 'summary.md'}, psnr_curves.png, effects.png", flush=True)
+    print(f"report: {built.summary}, psnr_curves.png, effects.png", flush=True)
     return True
 
 

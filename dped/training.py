@@ -49,7 +49,9 @@ class DPEDModel(tf.Module):
         self.cfg = cfg
         self.strategy = strategy or make_strategy(cfg.strategy)
         keras.utils.set_random_seed(cfg.seed)
-        vgg_weights, self.vgg_random = vgg.load_weights(cfg.vgg_weights, cfg.seed)
+        # One VGG-19 for every run, whatever its seed: at full scale every seed reads the same
+        # ImageNet file, so random weights must not vary with the training seed either.
+        vgg_weights, self.vgg_random = vgg.load_weights(cfg.vgg_weights)
         # The policy applies to layers built under it; restore it so nothing else is affected.
         previous = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy(cfg.precision)
@@ -131,12 +133,18 @@ class DPEDModel(tf.Module):
             "d_accuracy": losses.discriminator_accuracy(critic, is_dslr),
         }
 
+    @tf.function(reduce_retracing=True)
+    def enhance(self, phone) -> tf.Tensor:
+        """The generator at inference, as a graph (see test_terms)."""
+        return self.generator(phone, training=False)
+
     # One graph for every test batch (the last, smaller one included): run eagerly, each batch's
     # dozens of layer calls cost more than their arithmetic at patch sizes of the cpu profile.
     @tf.function(reduce_retracing=True)
     def test_terms(self, phone, dslr, is_dslr) -> tuple[dict, tf.Tensor]:
-        """Every loss term of a batch at inference, the discriminator's accuracy on phone, DSLR
-        and enhanced patches apart (the seed's test_discriminator), and the enhanced batch."""
+        """Every loss term of a batch at inference (as for a training batch of `batch_size`
+        patches), the discriminator's accuracy on phone, DSLR and enhanced patches apart (the
+        seed's test_discriminator), and the enhanced batch."""
         enhanced = self.generator(phone, training=False)
         sides = {"phone": phone, "dslr": dslr, "enhanced": enhanced}
         out = {side: self.judge(images) for side, images in sides.items()}
@@ -148,8 +156,12 @@ class DPEDModel(tf.Module):
             pick = tf.reshape(tf.equal(tf.cast(is_dslr, tf.int32), 1), [-1, 1])
             critic = losses.as_probs(tf.where(pick, out["dslr"], out["enhanced"]))
         terms = self.generator_terms(enhanced, dslr, critic, is_dslr)
-        terms["generator"] = losses.weighted_sum(terms, self.cfg)
         terms.update(self.adversarial_terms(critic, is_dslr))
+        # The authors' texture and discriminator losses sum over the batch: rescale them to a
+        # training batch, so that a test term means the same whatever batch evaluates it.
+        scale = self.cfg.batch_size / tf.cast(tf.shape(phone)[0], tf.float32)
+        terms = {k: v if k in self.mean_terms else v * scale for k, v in terms.items()}
+        terms["generator"] = losses.weighted_sum(terms, self.cfg)
         for side, real in (("phone", False), ("dslr", True), ("enhanced", False)):
             said_dslr = losses.dslr_logit(out[side])[:, 0] > 0
             terms[f"d_acc_{side}"] = tf.reduce_mean(tf.cast(said_dslr == real, tf.float32))
@@ -327,6 +339,7 @@ def _loop(cfg: Config, model: DPEDModel, files, run_dir: Path, resume: bool, pro
     train_split = data.subsample(files.train, cfg.train_size, cfg.seed)
     iterator = iter(data.pair_dataset(train_split, cfg, training=True))
     run = _open_run(run_dir, model, iterator, cfg, resume)
+    _record_identity(run_dir, files.test, cfg)
     if int(run.pretrained.numpy()) < cfg.d_pretrain_iters:
         _pretrain(model, iterator, run, cfg, progress)
     means = _RunningMeans()
@@ -353,6 +366,19 @@ def _loop(cfg: Config, model: DPEDModel, files, run_dir: Path, resume: bool, pro
             f"d_accuracy {result.metrics['test_d_accuracy']:.2f}"
         )
     bar.close()
+
+
+def _record_identity(run_dir: Path, test, cfg: Config) -> None:
+    """The identity baseline of this run's test set, kept with its results: the dataset it
+    names can be rebuilt differently later."""
+    import json
+
+    from dped.evaluation import identity_metrics
+    from dped.runs import IDENTITY_FILE, atomic_write
+
+    path = run_dir / IDENTITY_FILE
+    if not path.is_file():
+        atomic_write(path, (json.dumps(identity_metrics(test, cfg), indent=1) + "\n").encode())
 
 
 class _RunningMeans:

@@ -20,3 +20,41 @@ def test_pair_metrics_give_the_per_patch_mean_and_its_standard_error_over_batche
     want_se = per_patch.std(ddof=1) / np.sqrt(7)
     assert want_se > 0.5  # the noise levels differ: the patches' PSNRs spread
     assert result["psnr_dslr_enhanced_se"] == pytest.approx(want_se, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["paper", "seed"])
+def test_evaluation_numbers_do_not_depend_on_the_evaluation_batch(name, tmp_path, monkeypatch):
+    """The authors' texture and discriminator losses sum over a batch: evaluated 7 patches at a
+    time or 3 at a time (3 + 3 + 1), every reported number is the same, and the summed terms
+    are those of a training batch (batch_size patches)."""
+    from conftest import make_dataset
+
+    from dped import data, evaluation
+    from dped.config import preset
+    from dped.training import DPEDModel
+
+    base = make_dataset(tmp_path, n_test=7, size=24)
+    cfg = preset(name).replace(
+        **{k: getattr(base, k) for k in ("dataset_dir", "phone", "patch_size", "train_size")},
+        batch_size=2,
+        vgg_weights="random",
+    )
+    files = data.load_files(cfg)
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model = DPEDModel(cfg)
+    results = {}
+    for batch in (7, 3):
+        monkeypatch.setattr(evaluation, "EVAL_BATCH", batch)
+        results[batch] = evaluation.evaluate(model, files.test, cfg).metrics
+    assert results[7].keys() == results[3].keys()
+    for key, value in results[7].items():
+        assert results[3][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    if name == "paper":  # a sum over 2 patches of a per-patch term: not its mean over 7
+        assert "texture" not in model.mean_terms
+    # Loss terms from the first batch only: the metrics still cover every patch, unchanged.
+    monkeypatch.setattr(evaluation, "TERM_PATCHES", 3)
+    fewer = evaluation.evaluate(model, files.test, cfg).metrics
+    assert fewer["patches"] == 7
+    for key, value in results[7].items():
+        if not key.startswith("test_"):
+            assert fewer[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

@@ -1,8 +1,7 @@
-import pandas as pd
 import pytest
 import yaml
 
-from dped import report, sweep
+from dped import sweep
 from dped.config import ConfigError, preset
 
 
@@ -126,61 +125,8 @@ def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, c
     assert sweep.main([str(path)]) == 1
 
 
-def test_report_tables_and_effects(tmp_path):
-    for seed in (0, 1):
-        for run, psnr in (
-            ("seed", 20.0 + seed),
-            ("seed-no-augment", 19.0 + seed),
-            ("seed-lr-5e-4", 20.5 + seed),
-        ):
-            folder = tmp_path / f"{run}-s{seed}"
-            folder.mkdir()
-            pd.DataFrame(
-                {
-                    "step": [1, 2],
-                    "psnr": [10, psnr],
-                    "ssim": [0.5, 0.6],
-                    "ms_ssim": [0.7, 0.8],
-                    "wall_s": [5, 10],
-                }
-            ).to_csv(folder / "metrics.csv", index=False)
-    runs = report.collect(tmp_path)
-    assert len(runs) == 6
-    table = report.final_table(runs)
-    assert table.loc["seed", ("psnr", "mean")] == 20.5 and table.loc["seed", "seeds"] == 2
-    labels = {"seed-no-augment": "(4) flip/rotate augmentation", "seed-lr-5e-4": "(5) lr"}
-    effect = report.effects(runs, "seed", labels).set_index("run")
-    assert effect.loc["seed-no-augment", "effect_db"] == pytest.approx(1.0)
-    assert effect.loc["seed-lr-5e-4", "effect_db"] == pytest.approx(-0.5)
-    assert effect.loc["seed-no-augment", "verdict"] == "helps"  # +1.0 on both seeds, no spread
-    summary = report.write_summary(
-        tmp_path,
-        runs,
-        table,
-        report.effects(runs, "seed", labels),
-        {"psnr": 16.4, "ms_ssim": 0.84},
-        title="mini-ablation",
-    )
-    text = summary.read_text()
-    assert text.startswith("# mini-ablation: final test metrics")
-    assert "| seed | 2 | 20.50 +- 0.71 |" in text and "(4) flip/rotate augmentation | 1.00" in text
-
-
-def test_verdicts_need_more_than_noise():
-    assert report.verdict(0.02, 0.3, 3) == "no effect resolved"
-    assert report.verdict(-1.0, 0.1, 3) == "hurts"
-    assert report.verdict(0.5, float("nan"), 1) == "undecided (1 seed)"
-
-
 def test_a_missing_experiment_file_is_one_line_naming_it_and_exit_status_2(tmp_path, capsys):
     missing = tmp_path / "missing.yaml"
     assert sweep.main([str(missing)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dped sweep: error:") and str(missing) in err[0]
-
-
-def test_summary_cells_say_one_seed_and_undefined_values_instead_of_nan():
-    assert report._fmt(1.5, float("nan"), 2, defined=1, seeds=1) == "1.50 +- — (1 seed)"
-    assert report._fmt(0.6, float("nan"), 2, defined=1, seeds=3) == "0.60 (1 of 3 seeds defined)"
-    assert report._fmt(float("nan"), float("nan"), 2, defined=0, seeds=3) == "undefined (NaN)"
-    assert report._fmt(20.0, 0.5, 1, defined=3, seeds=3) == "20.0 +- 0.5"

@@ -1,0 +1,176 @@
+"""dped.report from synthetic run folders: the numbers of summary.md, the figures, `dped report`."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from dped import report
+from dped.config import preset
+from dped.runs import IDENTITY_FILE
+
+IDENTITY = {"psnr": 16.0, "psnr_dslr_enhanced": 17.0, "ms_ssim": 0.8, "patches": 50}
+
+
+def write_sweep(root, finals, name="mini", extra=None, identity=IDENTITY):
+    """A results folder as a sweep leaves it: the experiment's copy and one run folder per run
+    and seed, whose PSNR rises linearly over 10 evaluations to finals[run][seed]."""
+    results = root / name
+    results.mkdir(parents=True)
+    runs = {"seed": {"preset": "seed"}}
+    runs |= {
+        run: {"preset": "seed", "reverts": f"the {run} change"} for run in finals if run != "seed"
+    }
+    seeds = sorted({seed for per_seed in finals.values() for seed in per_seed})
+    spec = {
+        "name": name,
+        "baseline": "seed",
+        "seeds": {"cpu": seeds},
+        "runs": runs,
+        "profile": "cpu",
+        "profile_keys": {"patch_size": 32},
+        "profile_notes": "Smaller:\n- patch 32 instead of 100.",
+        **(extra or {}),
+    }
+    (results / "experiment.yaml").write_text(yaml.safe_dump(spec))
+    for run, per_seed in finals.items():
+        for seed, final in per_seed.items():
+            folder = results / f"{run}-s{seed}"
+            folder.mkdir()
+            steps = list(range(100, 1001, 100))
+            pd.DataFrame(
+                {
+                    "step": steps,
+                    "psnr": [10.0] * 10,  # the other protocol: the report must not read it
+                    "psnr_dslr_enhanced": [final - (1000 - s) / 100 for s in steps],
+                    "psnr_dslr_enhanced_se": [0.1] * 10,
+                    "ssim": [0.6] * 10,
+                    "ms_ssim": [0.9] * 10,
+                    "patches": [50] * 10,
+                    "wall_s": [s / 10 for s in steps],
+                }
+            ).to_csv(folder / "metrics.csv", index=False)
+            (folder / "config.yaml").write_text(
+                yaml.safe_dump({"preset": "seed", "vgg_weights": "random", "seed": seed})
+            )
+            if identity:
+                (folder / IDENTITY_FILE).write_text(json.dumps(identity))
+    return results
+
+
+def test_build_writes_the_summary_numbers_and_figures(tmp_path):
+    results = write_sweep(
+        tmp_path,
+        {
+            "seed": {0: 20.0, 1: 21.0, 2: 22.0},
+            "seed-no-augment": {0: 19.0, 1: 20.0, 2: 21.0},  # 1 dB below seed on every seed
+            "seed-lr": {0: 21.0, 1: 20.0, 2: 22.5},
+        },
+    )
+    built = report.build(results)
+    assert built.table.loc["seed", ("psnr", "mean")] == pytest.approx(21.0)
+    # The last 30% of 1000 iterations start at 700: 3 evaluations of +1 dB each.
+    assert built.table.loc["seed", ("tail_gain", "mean")] == pytest.approx(3.0)
+    effect = built.effects.set_index("run")
+    assert effect.loc["seed-no-augment", "effect_db"] == pytest.approx(1.0)
+    assert effect.loc["seed-no-augment", "verdict"] == "helps"  # +1.0 on every seed
+    assert effect.loc["seed-lr", "verdict"] == "no effect resolved"
+    text = built.summary.read_text()
+    assert text.startswith(
+        "# mini: final test metrics (cpu profile)\n\n## Scale (cpu profile)\n\nSmaller:\n\n"
+        "- patch 32 instead of 100.\n\nKeys: patch_size: 32.\n"
+    )
+    assert "PSNR 17.00 dB over 50 test patches, MS-SSIM 0.8000" in text
+    assert "| seed | 3 | 21.00 +- 1.00 | 4.00 +- 1.00 | 0.10 | 3.00 +- 0.00 |" in text
+    assert "| the seed-no-augment change | 1.00 +- 0.00 | 3 | helps |" in text
+    assert "Runs use random VGG-19 weights" in text
+    assert (results / "psnr_curves.png").stat().st_size > 10_000
+    assert (results / "effects.png").stat().st_size > 5_000
+    assert built.figures["psnr_curves"].axes[0].get_title() == "seed (3 seeds)"
+
+
+def test_verdicts_are_set_beside_an_earlier_sweeps(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "notebooks").mkdir()  # project_root(): relative `compare` paths start here
+    write_sweep(
+        tmp_path / "old",
+        {"seed": {0: 12.0, 1: 12.5}, "seed-a": {0: 9.0, 1: 9.4}, "seed-b": {0: 12.0, 1: 12.6}},
+    )
+    results = write_sweep(
+        tmp_path,
+        {
+            "seed": {0: 20.0, 1: 21.0},
+            "seed-a": {0: 21.0, 1: 22.1},
+            "seed-b": {0: 20.0, 1: 21.1},
+            "seed-c": {0: 19.0, 1: 20.0},
+        },
+        extra={"compare": {"cpu": "old/mini"}},
+    )
+    earlier = report.build(results).earlier.set_index("run")
+    assert earlier.loc["seed-a", "verdict_old"] == "helps"
+    assert earlier.loc["seed-a", "verdict"] == "hurts"
+    assert earlier.loc["seed-a", "outcome"] == "flips"
+    assert earlier.loc["seed-b", "outcome"] == "survives"  # no effect resolved, twice
+    assert earlier.loc["seed-c", "outcome"] == "not in the earlier sweep"
+    text = (results / "summary.md").read_text()
+    assert "| the seed-a change | 3.05 +- 0.07 | helps | -1.05 +- 0.07 | hurts | flips |" in text
+
+
+def test_a_borrowed_baseline_and_a_baseline_recorded_beside_older_runs(tmp_path):
+    write_sweep(tmp_path, {"seed": {0: 20.0}}, name="ablations", identity=None)
+    (tmp_path / "ablations" / IDENTITY_FILE).write_text(json.dumps(IDENTITY | {"ms_ssim": 0.7}))
+    results = write_sweep(
+        tmp_path, {"seed-x": {0: 18.0}}, name="undocumented", extra={"baseline_from": "ablations"}
+    )
+    built = report.build(results)
+    assert list(built.runs["run"]) == ["seed", "seed-x"]
+    assert built.effects.loc[0, "effect_db"] == pytest.approx(2.0)
+    assert built.identity["ms_ssim"] == 0.8  # the runs' own record comes first
+    built = report.build(tmp_path / "ablations", out=tmp_path / "elsewhere")
+    assert built.identity["ms_ssim"] == 0.7 and (tmp_path / "elsewhere" / "summary.md").is_file()
+
+
+def test_a_rebuilt_dataset_does_not_lend_its_baseline_to_older_runs(tmp_path):
+    results = write_sweep(tmp_path, {"seed": {0: 20.0}}, identity=None)
+    data = tmp_path / "data" / "mini"
+    data.mkdir(parents=True)
+    folder = results / "seed-s0"
+    cfg = preset("seed").replace(dataset_dir=str(tmp_path / "data"), phone="mini")
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump({"preset": "seed", "dataset_dir": cfg.dataset_dir, "phone": "mini"})
+    )
+    (data / IDENTITY_FILE).write_text(json.dumps(IDENTITY | {"patches": 387}))
+    runs = report.collect(results)
+    assert report.identity(runs, results) is None  # 387 test patches there, 50 here
+    (data / IDENTITY_FILE).write_text(json.dumps(IDENTITY))
+    assert report.identity(runs, results) == IDENTITY
+
+
+def test_dped_report_on_the_command_line(tmp_path):
+    from conftest import dped_cli
+
+    results = write_sweep(tmp_path, {"seed": {0: 20.0, 1: 20.5}})
+    done = dped_cli("report", str(results))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{results / 'summary.md'}, psnr_curves.png, effects.png (2 runs)"
+    missing = dped_cli("report", str(tmp_path / "nothing"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f"dped: error: no {tmp_path / 'nothing' / 'experiment.yaml'}: run the sweep (make sweep) "
+        f"to make {tmp_path / 'nothing'}"
+    )
+
+
+def test_verdicts_need_more_than_noise():
+    assert report.verdict(0.02, 0.3, 3) == "no effect resolved"
+    assert report.verdict(-1.0, 0.1, 3) == "hurts"
+    assert report.verdict(0.5, float("nan"), 1) == "undecided (1 seed)"
+
+
+def test_summary_cells_say_one_seed_and_undefined_values_instead_of_nan():
+    assert report._fmt(1.5, float("nan"), 2, defined=1, seeds=1) == "1.50 +- — (1 seed)"
+    assert report._fmt(0.6, float("nan"), 2, defined=1, seeds=3) == "0.60 (1 of 3 seeds defined)"
+    assert report._fmt(float("nan"), float("nan"), 2, defined=0, seeds=3) == "undefined (NaN)"
+    assert report._fmt(20.0, 0.5, 1, defined=3, seeds=3) == "20.0 +- 0.5"
