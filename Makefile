@@ -66,7 +66,7 @@ sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFI
 reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds; 2 local workers unless WORKERS/SCHEDULER), PSNR plots, summary.md
 	$(MAKE) data
 	status=0; for exp in $(EXPERIMENTS); do \
-		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) $(or $(EXECUTOR),--workers 2) \
+		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) $(or $(strip $(EXECUTOR)),--workers 2) \
 			|| status=$$?; \
 	done; exit $$status
 
