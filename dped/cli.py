@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 
 from dped.config import Config, ConfigError, parse_override, resolve
@@ -68,6 +69,7 @@ def _enhance_command(args: argparse.Namespace) -> int:
         args.before_after,
         args.overwrite,
         Path(args.scratch) if args.scratch else None,
+        args.max_pixels,
     )
     return 1 if failures else 0
 
@@ -198,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for an instance-norm model's scratch file on large photos (default: a "
         "temporary folder in --out; about 1 GB of disk per megapixel, removed afterwards)",
     )
+    en.add_argument(
+        "--max-pixels",
+        type=int,
+        default=50_000_000,
+        metavar="N",
+        help="refuse photos whose header claims more pixels than N, before decoding them "
+        "(default 50000000: a 45 MP camera fits, a forged header cannot exhaust memory)",
+    )
     en.add_argument("--format", choices=["png", "jpg"], default="png")
     en.add_argument("--before-after", action="store_true", help="phone | enhanced side by side")
     en.add_argument("--raw", action="store_true", help="also write the unclipped float32 .npy")
@@ -295,20 +305,33 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.verbose:  # read when TensorFlow is imported, which no command has done yet
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # the cleanup of every `finally` and `with` has run
+        how = "terminated" if isinstance(err, Terminated) else "interrupted"
         print(
-            "dped: interrupted (outputs are written atomically: nothing half-written)",
+            f"dped: {how} (outputs are written atomically: nothing half-written)",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(err, Terminated) else 130
     except Exception as err:  # noqa: BLE001  one line, never a traceback (DPED_DEBUG=1 shows it)
         if os.environ.get("DPED_DEBUG") == "1":
             raise
         print(f"dped: error: {error_line(err)}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return code or 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it unwinds as on Ctrl-C (scratch folders
+    and temporary files removed) instead of dying on the spot."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 if __name__ == "__main__":

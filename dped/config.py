@@ -25,6 +25,50 @@ class ConfigError(ValueError):
     """A config file or override that does not describe a valid Config."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: PyYAML
+    keeps the last value silently (a run named twice in an experiment would train once)."""
+
+
+def _unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)  # `<<` merge keys first, as SafeLoader does
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                f"{loader.source}:{line}: '{key}' is given twice (first at line {seen[key]}): "
+                f"keep one"
+            )
+        seen[key] = line
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML strictly: a duplicate key or a syntax error is a ConfigError naming `source`
+    (a file, or what the text came from), its line and column."""
+    loader = _StrictLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        raise ConfigError(f"{where}: YAML syntax error: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{source}: not YAML ({err})") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    return read_yaml(Path(path).read_text(), str(path))
+
+
 def _f(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
@@ -226,7 +270,11 @@ class Config:
             raise ConfigError(
                 f"no config file at {path}{where}: give a YAML file such as experiments/seed.yaml"
             )
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml_file(path)
+        if data is None:  # an empty file would silently mean the `paper` preset
+            raise ConfigError(
+                f"{path}: empty: expected a mapping of key: value (preset: seed, ...)"
+            )
         if not isinstance(data, dict):
             raise ConfigError(
                 f"{path}: expected a mapping of key: value, got {type(data).__name__}"
@@ -387,10 +435,7 @@ def as_overrides(value: dict[str, Any] | str | None) -> dict[str, Any]:
     """Overrides as a mapping, also from its JSON or YAML text: `papermill -p overrides
     '{"num_iters": 2}'` passes a string where `-y` passes a mapping."""
     if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"overrides {value!r}: not JSON or YAML ({err.problem})") from None
+        value = read_yaml(value, f"overrides {value!r}")
     value = {} if value is None else value
     if not isinstance(value, dict):
         raise ConfigError(
@@ -417,4 +462,4 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep:
         raise ConfigError(f"override '{text}': expected key=value, for example learning_rate=1e-4")
-    return _known(key.strip()), yaml.safe_load(raw)
+    return _known(key.strip()), read_yaml(raw, f"override '{text}'")

@@ -112,7 +112,7 @@ def convert(
 
 def calibration_images(folder: str | Path) -> Iterator[np.ndarray]:
     """Up to CALIBRATION_IMAGES centre crops of CALIBRATION_PATCH pixels from a folder of
-    photos (the mini dataset's phone training patches by default): what int8 ranges are fitted on."""
+    photos (the mini dataset's whole phone photos by default): what int8 ranges are fitted on."""
     from dped.inference.driver import list_inputs
     from dped.inference.images import load_image
 
@@ -128,11 +128,12 @@ def calibration_images(folder: str | Path) -> Iterator[np.ndarray]:
 
 
 def default_calibration() -> Path:
-    """The mini dataset's phone training patches (`make data` builds them)."""
+    """The mini dataset's whole phone photos (`make data` builds them): its training patches
+    are as small as the cpu profile's, too small to show a 9x9 network its activation ranges."""
     from dped.config import project_root
     from dped.minidata import MINI_PHONE, MINI_ROOT
 
-    folder = project_root() / MINI_ROOT / MINI_PHONE / "training_data" / MINI_PHONE
+    folder = project_root() / MINI_ROOT / MINI_PHONE / "test_data" / "full_size_test_images"
     if not folder.is_dir():
         raise FileNotFoundError(
             f"int8 calibrates on the mini dataset's patches, not found at {folder}: run "

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from dped import plots
-from dped.config import project_root
+from dped.config import project_root, read_yaml_file
 from dped.runs import IDENTITY_FILE, atomic_write, load_config, run_name
 
 # One protocol for every run of a comparison: the seed's (mean per-patch PSNR of uint8 outputs),
@@ -32,7 +31,7 @@ def load_spec(results: str | Path) -> dict:
     path = Path(results) / "experiment.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no {path}: run the sweep (make sweep) to make {results}")
-    return yaml.safe_load(path.read_text())
+    return read_yaml_file(path)
 
 
 def experiment(results: str | Path) -> tuple[str, dict[str, str]]:

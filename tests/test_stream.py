@@ -134,11 +134,23 @@ def test_too_little_free_space_is_a_clear_error_before_any_work(tmp_path, monkey
     free = type("usage", (), {"free": 10**6})()
     monkeypatch.setattr(scratch_file.shutil, "disk_usage", lambda _: free)
     image = np.zeros((40, 30, 3), np.float32)
-    with pytest.raises(
-        scratch_file.ScratchError, match=f"--scratch {tmp_path}: a 40x30 photo needs"
-    ):
+    with pytest.raises(scratch_file.ScratchError) as err:
         enhance_image(graphs, image, 8, budget=0, scratch=tmp_path)
+    assert str(err.value).startswith(f"a 40x30 photo needs 0.0 GB of scratch space in {tmp_path}")
     assert list(tmp_path.iterdir()) == []
+    # A scratch folder that did not exist is created, and removed again: nothing left behind.
+    with pytest.raises(scratch_file.ScratchError):
+        enhance_image(graphs, image, 8, budget=0, scratch=tmp_path / "new" / "deeper")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_scratch_folder_dped_created_is_removed_one_it_did_not_stays(tmp_path, graphs):
+    image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
+    enhance_image(graphs, image, 8, budget=0, scratch=tmp_path / "made")
+    assert not (tmp_path / "made").exists()
+    (tmp_path / "mine").mkdir()
+    enhance_image(graphs, image, 8, budget=0, scratch=tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir() and list((tmp_path / "mine").iterdir()) == []
 
 
 def test_the_scratch_folder_is_removed_on_success_error_and_ctrl_c(tmp_path, graphs):
@@ -224,6 +236,7 @@ def test_cli_scratch_dir_is_used_and_left_empty(tmp_path, authors_checkpoints):
     weights_dir, _ = authors_checkpoints
     iio.imwrite(tmp_path / "p.png", photo((60, 90)))
     scratch = tmp_path / "scratch"
+    scratch.mkdir()  # the user's folder: kept, and left as empty as it was
     enhance = ["enhance", str(tmp_path / "p.png"), "--model", "iphone_orig"]
     enhance += ["--weights-dir", str(weights_dir)]
     streamed = ["--tile", "8", "--scratch", str(scratch), "--out", str(tmp_path / "o")]

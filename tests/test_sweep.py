@@ -130,3 +130,87 @@ def test_a_missing_experiment_file_is_one_line_naming_it_and_exit_status_2(tmp_p
     assert sweep.main([str(missing)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dped sweep: error:") and str(missing) in err[0]
+
+
+GOOD = """name: bad
+seeds: {cpu: [0]}
+runs:
+  seed: {preset: seed}
+  b: {preset: seed, augment: false, reverts: "(4)"}
+baseline: seed
+profiles: {cpu: {num_iters: 2}}
+"""
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            GOOD.replace("  b: {", "  seed: {"),
+            "{path}:5: 'seed' is given twice (first at line 4): keep one",
+        ),
+        (
+            GOOD.replace("baseline: seed", "baseline: nope"),
+            "{path}: baseline: 'nope' is not one of the runs (seed, b)",
+        ),
+        (
+            GOOD.replace(
+                "runs:\n  seed: {preset: seed}\n  b: {preset: seed, augment: false, "
+                'reverts: "(4)"}\n',
+                "",
+            ).replace("baseline: seed\n", ""),
+            "{path}: 'runs' is missing",
+        ),
+        (
+            "- seed\n- b\n",
+            "{path}: expected a mapping with name, runs, seeds and profiles, got a list",
+        ),
+        (
+            GOOD.replace(
+                "runs:\n  seed: {preset: seed}\n  b: {preset: seed, augment: false, "
+                'reverts: "(4)"}\n',
+                "runs: [seed, b]\n",
+            ),
+            "{path}: runs: expected a mapping of run name -> settings, got ['seed', 'b']",
+        ),
+        (
+            GOOD.replace("seeds: {cpu: [0]}", "seeds: {cpu: [0, 0]}"),
+            "{path}: seeds: cpu: a seed is given twice in [0, 0]",
+        ),
+        (
+            GOOD.replace("seeds: {cpu: [0]}", "seeds: {full: [0]}"),
+            "{path}: seeds: cpu: expected a list of integer seeds, got None",
+        ),
+        (
+            GOOD.replace("runs:\n", "runs: [\n"),
+            "{path}:5:3: YAML syntax error: expected ',' or ']', but got '<scalar>'",
+        ),
+        (
+            GOOD.replace("augment: false", "augmnt: false"),
+            "{path}: run 'b': unknown config key 'augmnt'",
+        ),
+        ("", "{path}: expected a mapping with name, runs, seeds and profiles, got nothing"),
+    ],
+    ids=[
+        "run twice",
+        "baseline",
+        "no runs",
+        "list",
+        "runs list",
+        "seed twice",
+        "no seeds",
+        "syntax",
+        "typo",
+        "empty",
+    ],
+)
+def test_a_bad_experiment_is_refused_before_any_run_with_its_file_and_line(tmp_path, text, message):
+    from conftest import dped_cli
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    done = dped_cli("sweep", str(path), "--results", str(tmp_path / "results"))
+    assert done.returncode == 2
+    first = done.stderr.strip().splitlines()[0]
+    assert first.startswith(f"dped sweep: error: {message.format(path=path)}"), done.stderr
+    assert not (tmp_path / "results").exists()  # nothing started, nothing written

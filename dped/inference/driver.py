@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dped.inference.images import read_pixels, to_pixels, write_pixels
+from dped.inference.images import MAX_PIXELS, read_pixels, to_pixels, write_pixels
 from dped.inference.tiling import DEFAULT_TILE, enhance_rows, passes
 
 
@@ -114,7 +114,9 @@ def list_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
             continue
         for f in sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")):
             (files if f.suffix.lower() in IMAGE_SUFFIXES else skipped).append(f)
-    return files, skipped
+    # A photo named twice (or also found in a folder given) is enhanced once.
+    unique = {f.resolve(): f for f in reversed(files)}
+    return [f for f in files if unique[f.resolve()] is f], skipped
 
 
 def output_stems(files: list[Path]) -> list[str]:
@@ -136,11 +138,13 @@ def enhance_files(
     before_after: bool = False,
     overwrite: bool = False,
     scratch: Path | None = None,
+    max_pixels: int = MAX_PIXELS,
 ) -> int:
     """Enhance every file with `graphs` (made once by the caller: `graphs.inference_graphs`);
-    a bad file is a one-line error and the others still run. An existing output is replaced
-    only with `overwrite`. `scratch`: the folder for streamed runs' scratch files (default: a
-    temporary folder inside `out_dir`). Returns the number of failures."""
+        a bad file is a one-line error and the others still run. An existing output is replaced
+        only with `overwrite`. `scratch`: the folder for streamed runs' scratch files (default: a
+        temporary folder inside `out_dir`). A photo above `max_pixels` (read from its header) is
+    refused before it is decoded. Returns the number of failures."""
     from tqdm import tqdm
 
     files, skipped = list_inputs(paths)
@@ -161,7 +165,7 @@ def enhance_files(
         try:
             targets = [out_dir / f"{stem}.{fmt}"] + ([out_dir / f"{stem}.npy"] if raw else [])
             _check_targets(path, targets, overwrite)
-            enhance_file(graphs, path, targets, tile, before_after, scratch or out_dir)
+            enhance_file(graphs, path, targets, tile, before_after, scratch or out_dir, max_pixels)
         except Exception as err:  # one bad file must not stop the others
             failures += 1
             message = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -179,11 +183,13 @@ def _check_targets(path: Path, targets: list[Path], overwrite: bool) -> None:
         )
 
 
-def enhance_file(graphs, path: Path, targets: list[Path], tile: int, before_after, scratch):
+def enhance_file(
+    graphs, path: Path, targets: list[Path], tile: int, before_after, scratch, max_pixels
+):
     """One photo into its sinks: the image `targets[0]` and, when given, the .npy `targets[1]`."""
     from tqdm import tqdm
 
-    pixels, alpha, depth = read_pixels(path)
+    pixels, alpha, depth = read_pixels(path, max_pixels)
     sinks = [ImageSink(targets[0], pixels, alpha, depth, before_after)]
     try:
         if len(targets) > 1:

@@ -6,6 +6,7 @@ imagecodecs (PNG) and tifffile (TIFF), which keep every bit. Every write is atom
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,12 @@ def _decode(path: Path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            raise ValueError(
+                f"an animation of {frames} frames: dped enhances still images (save the frame "
+                "you want as PNG)"
+            )
         if im.mode == "P":  # palette indices are not colours
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         elif im.mode not in ("L", "LA", "RGB", "RGBA", "I;16"):
@@ -67,16 +74,71 @@ def _decode(path: Path) -> np.ndarray:
         return np.asarray(im)
 
 
-def read_pixels(path: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
+# The largest photo read by default: a 16-bit RGBA decode of 50 MP takes 400 MB, so even a
+# forged header (a few bytes claiming a huge size) keeps dped under about 1 GB; every camera up
+# to 45 MP fits. --max-pixels raises it (a streamed enhance needs ~1 GB of disk per megapixel).
+MAX_PIXELS = 50_000_000
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from the file's header, decoding no pixel: PNG's IHDR, TIFF's first
+    page, Pillow's header parsers for the rest; None when the header cannot be read (the
+    decoder then says why)."""
+    with open(path, "rb") as f:
+        head = f.read(24)
+    try:
+        if head.startswith(b"\x89PNG") and head[12:16] == b"IHDR":
+            return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                return tuple(tif.pages[0].shape[:2])
+        from PIL import Image
+
+        with _pillow_limit(None), Image.open(path) as im:  # the limit is ours to apply
+            return im.size[1], im.size[0]
+    except Exception:  # a damaged header: the decoder reports it in its own words
+        return None
+
+
+@contextlib.contextmanager
+def _pillow_limit(pixels: int | None):
+    """Pillow's decompression-bomb limit set to ours for a while (None: off)."""
+    from PIL import Image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def check_size(path: Path, max_pixels: int) -> None:
+    size = header_size(path)
+    if size and size[0] * size[1] > max_pixels:
+        raise ValueError(
+            f"{size[1]}x{size[0]} pixels ({size[0] * size[1] / 1e6:.0f} MP, from its header) is "
+            f"above the limit of {max_pixels / 1e6:.0f} MP: pass --max-pixels "
+            f"{size[0] * size[1]} to read it anyway"
+        )
+
+
+def read_pixels(
+    path: Path, max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, np.ndarray | None, int]:
     """(HxWx3 uint8 or uint16 pixels, alpha of the same type or None, bit depth 8 or 16),
-    upright by the EXIF orientation, gray repeated to RGB."""
+    upright by the EXIF orientation, gray repeated to RGB. A photo whose header says it has
+    more than `max_pixels` is refused before anything is decoded."""
     path = Path(path)
     if not path.exists():
         raise ValueError("no such file: check the path")
     if not path.is_file():
         raise ValueError("not a file")
+    check_size(path, max_pixels)
     try:
-        array = _decode(path)
+        with _pillow_limit(max_pixels):  # a header Pillow reads but header_size could not
+            array = _decode(path)
     except ValueError:
         raise
     except Exception as err:  # each decoder has its own exception types

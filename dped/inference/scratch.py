@@ -12,6 +12,7 @@ folder is removed on success, on error and on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
@@ -59,22 +60,28 @@ class Scratch:
         self.slot = _round_up(height * self.row) + PAGE
         self.starts = [slot * self.slot for slot in range(SLOTS)]  # where each slot's row 0 is
         need = SLOTS * self.slot
+        # Folders this creates are removed with the scratch file; a folder that was there stays.
+        self.created = _missing_parents(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(folder).free
         except OSError as err:
-            raise ScratchError(f"--scratch {folder}: {err.strerror or err}") from None
-        if free < need + 2**28:  # and a margin for the outputs
-            raise ScratchError(
-                f"--scratch {folder}: a {height}x{width} photo needs {need / 1e9:.1f} GB of "
-                f"scratch space there, {free / 1e9:.1f} GB are free: pass --scratch DIR on a "
-                "disk with more room"
-            )
-        self.dir = Path(tempfile.mkdtemp(prefix=".dped-scratch-", dir=folder))
+            raise ScratchError(f"scratch folder {folder}: {err.strerror or err}") from None
         try:
-            self.fd, self.direct = _open_unlinked(self.dir / "activations")
-        except OSError:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if free < need + 2**28:  # and a margin for the outputs
+                raise ScratchError(
+                    f"a {height}x{width} photo needs {need / 1e9:.1f} GB of scratch space in "
+                    f"{folder}, {free / 1e9:.1f} GB are free: pass --scratch DIR on a disk "
+                    "with more room"
+                )
+            self.dir = Path(tempfile.mkdtemp(prefix=".dped-scratch-", dir=folder))
+            try:
+                self.fd, self.direct = _open_unlinked(self.dir / "activations")
+            except OSError:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+        except BaseException:
+            self._remove_created()
             raise
 
     def writer(self, slot: int, rows: int) -> SlotWriter:
@@ -117,12 +124,28 @@ class Scratch:
     def close(self) -> None:
         os.close(self.fd)
         shutil.rmtree(self.dir, ignore_errors=True)
+        self._remove_created()
+
+    def _remove_created(self) -> None:
+        for folder in self.created:  # deepest first; only if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for f in [folder, *folder.parents]:
+        if f.exists():
+            break
+        missing.append(f)
+    return missing
 
 
 class SlotWriter:
