@@ -391,17 +391,22 @@ def _print(row: dict) -> None:
 
 
 def whole_process(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS in GB, 10^9 bytes) of one run of `cmd`."""
+    """(wall seconds, peak RSS in GB, 10^9 bytes) of one run of `cmd`, its RSS taken by
+    tools/peak_rss.py (os.wait4 here would report this process's size once it is the larger)."""
     import subprocess
 
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        if status:
+    launcher = Path(__file__).resolve().parents[1] / "tools" / "peak_rss.py"
+    with tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as scratch:
+        peak = Path(scratch) / "peak_rss"
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, str(launcher), str(peak), *cmd], stdout=subprocess.DEVNULL, stderr=err
+        )
+        seconds = time.perf_counter() - start
+        if done.returncode:
             err.seek(0)
             raise RuntimeError(f"{' '.join(cmd)} failed: {err.read().decode()[-500:]}")
-    return time.perf_counter() - start, usage.ru_maxrss * 1024 / 1e9
+        return seconds, int(peak.read_text()) / 1e9
 
 
 def in_rounds(cmds: dict[str, list[str]], rounds: int = 3) -> dict[str, tuple[list, float]]:

@@ -7,7 +7,7 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -23,29 +23,20 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("DPED_SMOKE", "DPED_DEBU
 
 
 def run_measured(args, timeout=300) -> tuple[subprocess.CompletedProcess, float]:
-    """The CLI's result and its own peak RSS in GB (os.wait4: this child's, not the largest of
-    every child this test process ever had)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dped.cli", *args],
-        cwd=REPO,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    streams = {}
-    readers = [
-        threading.Thread(target=lambda k=k, f=f: streams.__setitem__(k, f.read()))
-        for k, f in (("out", proc.stdout), ("err", proc.stderr))
-    ]
-    for reader in readers:
-        reader.start()
-    _, status, usage = os.wait4(proc.pid, 0)  # reaps it: Popen must not wait again
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
-    for reader in readers:
-        reader.join(timeout)
-    out, err, rss = streams["out"], streams["err"], usage.ru_maxrss / 1e6  # KB -> GB
-    return subprocess.CompletedProcess(args, code, out, err), rss
+    """The CLI's result and its own peak RSS in GB, measured by tools/peak_rss.py: os.wait4 from
+    this process would report this process's size (it holds TensorFlow), not the CLI's."""
+    with tempfile.TemporaryDirectory() as scratch:  # not tmp_path: some tests enhance that folder
+        peak = Path(scratch) / "peak_rss"
+        done = subprocess.run(
+            [sys.executable, REPO / "tools" / "peak_rss.py", peak, sys.executable, "-m", "dped.cli"]
+            + list(args),
+            cwd=REPO,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return done, int(peak.read_text()) / 1e9
 
 
 def forged_png(path: Path, width: int, height: int) -> Path:
