@@ -233,6 +233,22 @@ def test_sixteen_bit_rgb_is_read_and_written_at_full_depth(tmp_path):
     assert np.array_equal(imagecodecs.png_decode((tmp_path / "out.png").read_bytes()), deep)
 
 
+def test_a_planar_tiff_is_read_upright_and_a_tiff_of_pages_by_its_first(tmp_path):
+    import tifffile
+
+    from dped.inference.images import header_size, read_pixels
+
+    deep = np.random.default_rng(5).integers(0, 65535, (20, 30, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(deep, -1, 0), planarconfig="separate")
+    assert header_size(tmp_path / "planar.tif") == (20, 30)  # not its array's (3, 20)
+    rgb, _, depth = read_pixels(tmp_path / "planar.tif")
+    assert depth == 16 and np.array_equal(rgb, deep)
+    pages = np.stack([np.full((8, 12, 3), v, np.uint8) for v in (10, 200)])
+    tifffile.imwrite(tmp_path / "pages.tif", pages, photometric="rgb")
+    rgb, _, _ = read_pixels(tmp_path / "pages.tif")
+    assert np.array_equal(rgb, pages[0])
+
+
 def test_palette_gray_alpha_and_webp_inputs(tmp_path):
     rng = np.random.default_rng(5)
     colours = rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)

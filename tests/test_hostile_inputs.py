@@ -53,18 +53,20 @@ def forged_png(path: Path, width: int, height: int) -> Path:
     return path
 
 
-def forged_tiff(path: Path, width: int, height: int) -> Path:
-    """A little-endian baseline TIFF whose one gray strip is missing."""
+def forged_tiff(path: Path, width: int, height: int, samples: int = 1, planar: int = 1) -> Path:
+    """A little-endian baseline TIFF whose one strip is missing: gray, or `samples` 8-bit
+    samples a pixel (planar 2: one plane after another, which tifffile shapes [S, H, W])."""
     tags = [
         (256, 4, width),
         (257, 4, height),
         (258, 3, 8),
         (259, 3, 1),
-        (262, 3, 1),
+        (262, 3, 1 if samples == 1 else 2),
         (273, 4, 200),
-        (277, 3, 1),
+        (277, 3, samples),
         (278, 4, height),
-        (279, 4, min(width * height, 2**32 - 1)),
+        (279, 4, min(width * height * samples, 2**32 - 1)),
+        (284, 3, planar),
     ]
     ifd = (
         struct.pack("<H", len(tags))
@@ -73,6 +75,10 @@ def forged_tiff(path: Path, width: int, height: int) -> Path:
     )
     path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + b"\0" * 16)
     return path
+
+
+def forged_planar_tiff(path: Path, width: int, height: int) -> Path:
+    return forged_tiff(path, width, height, samples=3, planar=2)
 
 
 def forged_bmp(path: Path, width: int, height: int) -> Path:
@@ -90,12 +96,13 @@ def forged_bmp(path: Path, width: int, height: int) -> Path:
         (forged_png, (9000, 7000)),
         (forged_tiff, (12000, 30000)),
         (forged_bmp, (40000, 30000)),
+        (forged_planar_tiff, (60000, 60000)),
     ],
-    ids=["png-3600MP", "tiff-3600MP", "png-63MP", "tiff-360MP", "bmp-1200MP"],
+    ids=["png-3600MP", "tiff-3600MP", "png-63MP", "tiff-360MP", "bmp-1200MP", "planar-tiff"],
 )
 def test_a_forged_header_is_refused_before_any_decode(tmp_path, run_folder, forge, size):
     width, height = size
-    photo = forge(tmp_path / f"forged.{forge.__name__[7:]}", width, height)
+    photo = forge(tmp_path / f"forged.{forge.__name__.split('_')[-1]}", width, height)
     assert photo.stat().st_size < 400
     out = tmp_path / "out"
     done, rss = run_measured(["enhance", str(photo), "--model", str(run_folder), "--out", str(out)])
@@ -108,6 +115,19 @@ def test_a_forged_header_is_refused_before_any_decode(tmp_path, run_folder, forg
     ]
     assert rss < 1.0, f"peak RSS {rss:.2f} GB"
     assert list(out.iterdir()) == []
+
+
+def test_a_tiff_of_many_samples_a_pixel_is_refused_before_any_decode(tmp_path, run_folder):
+    photo = forged_tiff(tmp_path / "wide.tif", 4000, 4000, samples=2000)  # 32 GB of samples
+    done, rss = run_measured(
+        ["enhance", str(photo), "--model", str(run_folder), "--out", str(tmp_path / "out")]
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"dped enhance: {photo}: a TIFF of 2000 samples of uint8 per pixel: dped reads 8- and "
+        "16-bit gray, RGB and RGBA"
+    ]
+    assert rss < 1.0, f"peak RSS {rss:.2f} GB"
 
 
 def test_the_pixel_limit_is_the_users_to_raise(tmp_path, run_folder):

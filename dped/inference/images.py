@@ -54,10 +54,13 @@ def _decode(path: Path) -> np.ndarray:
         import imagecodecs
 
         return imagecodecs.png_decode(path.read_bytes())
-    if magic[:4] in (b"II*\x00", b"MM\x00*"):
+    if magic[:4] in TIFF_MAGIC:
         import tifffile
 
-        return tifffile.imread(path)
+        with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]  # the photo; later pages are thumbnails or other photos
+            array = page.asarray()
+            return np.moveaxis(array, 0, -1) if page.axes.startswith("S") else array  # planar
     from PIL import Image
 
     with Image.open(path) as im:
@@ -89,17 +92,55 @@ def header_size(path: Path) -> tuple[int, int] | None:
     try:
         if head.startswith(b"\x89PNG") and head[12:16] == b"IHDR":
             return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
-        if head[:4] in (b"II*\x00", b"MM\x00*"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                return tuple(tif.pages[0].shape[:2])
+        if head[:4] in TIFF_MAGIC:
+            return _tiff_size(path)
         from PIL import Image
 
         with _pillow_limit(None), Image.open(path) as im:  # the limit is ours to apply
             return im.size[1], im.size[0]
+    except UnsupportedImage:
+        raise
     except Exception:  # a damaged header: the decoder reports it in its own words
         return None
+
+
+class UnsupportedImage(ValueError):
+    """A header that says what dped does not read, found before any pixel is decoded."""
+
+
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*")
+
+
+@contextlib.contextmanager
+def _tifffile_quiet():
+    """tifffile logs what it finds wrong in a damaged file (a line per tag) and reads on: the
+    decoder's error, if any, is the one line a user sees."""
+    import logging
+
+    log = logging.getLogger("tifffile")
+    saved = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(saved)
+
+
+def _tiff_size(path: Path) -> tuple[int, int]:
+    """(height, width) of a TIFF's first page from its tags. Not the page's array shape: a
+    planar page is [samples, height, width]; and a page of more than 4 samples, or of samples
+    other than 8- or 16-bit integers, is refused here, before its decode could allocate it."""
+    import tifffile
+
+    with _tifffile_quiet(), tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        samples, dtype = page.samplesperpixel, page.dtype
+        if samples > 4 or dtype not in (np.uint8, np.uint16):
+            raise UnsupportedImage(
+                f"a TIFF of {samples} samples of {dtype or 'an unknown type'} per pixel: dped "
+                "reads 8- and 16-bit gray, RGB and RGBA"
+            )
+        return page.imagelength, page.imagewidth
 
 
 @contextlib.contextmanager
