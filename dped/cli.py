@@ -75,7 +75,8 @@ def _enhance_command(args: argparse.Namespace) -> int:
 
 
 def _export_command(args: argparse.Namespace) -> None:
-    from dped.export import TFLiteGenerator, export
+    from dped.export import export
+    from dped.inference.tflite import TFLiteGenerator
 
     out = export(
         args.model, args.out, args.quantize, args.calibration, args.weights_dir, args.overwrite

@@ -1,7 +1,7 @@
 """Sweep runs as Dask tasks: `dped sweep EXP --scheduler ADDRESS` or `--workers N`.
 
-Each run is one task that executes `DPED-main.ipynb` with papermill on a worker (`sweep.execute`,
-the same unit the local executor runs), so the skip-complete and resume rules hold unchanged.
+Each run is one task that executes `DPED-main.ipynb` with papermill on a worker (the sweep's
+`execute`, handed in as `task`: the same unit the local executor runs), so the skip-complete and resume rules hold unchanged.
 The scheduler reruns the task of a worker that dies, elsewhere, and the rerun resumes from the
 run's last checkpoint; the run folder's lock (`runs.lock`, freed by the OS when its holder dies)
 keeps two workers off one folder. Results go to the same `results/<experiment>/` layout, which
@@ -15,23 +15,22 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
-from pathlib import Path
-
-from dped.sweep import Job, Outcome, execute
 
 # Tasks of a worker that dies are rerun; after this many deaths the run is reported failed.
 ALLOWED_FAILURES = 3
 
 
 def run(
-    jobs: list[Job],
-    notebook: Path,
-    results: Path,
+    jobs: list,
+    task: Callable,
+    lost: Callable,
     scheduler: str | None,
     workers: int | None,
-    report: Callable[[int, Outcome], None],
-) -> list[Outcome]:
-    """Submit one task per run, report each as it ends; a lost task is a failed run."""
+    report: Callable,
+) -> list:
+    """`task(job)` for each of the sweep's jobs as a Dask task (a picklable module-level function
+    or partial); `report(i, outcome)` as each ends, in the order they end; `lost(job, error)`
+    the outcome of a task the cluster lost. Returns the outcomes."""
     # Dask's INFO lines (every worker's start and stop) would bury the per-run lines; read at
     # import, also by the worker processes. Warnings (a worker lost, restarted) still show.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
@@ -47,10 +46,8 @@ def run(
             gpu = {"GPU": 1} if _has_gpu_workers(client) else None
             futures = {
                 client.submit(
-                    execute,
+                    task,
                     job,
-                    notebook,
-                    results,
                     key=f"dped-{job.name}",
                     resources=gpu,
                     pure=False,
@@ -59,17 +56,17 @@ def run(
             }
             outcomes = []
             for i, future in enumerate(distributed.as_completed(futures), start=1):
-                outcomes.append(_outcome(future, futures[future]))
+                outcomes.append(_outcome(future, futures[future], lost))
                 future.release()  # else a worker lost later takes the result along, and reruns it
                 report(i, outcomes[-1])
     return outcomes
 
 
-def _outcome(future, job: Job) -> Outcome:
+def _outcome(future, job, lost: Callable):
     try:
         return future.result()
     except Exception as err:  # noqa: BLE001  KilledWorker and the like: the run is lost
-        return Outcome(job.name, "failed", error=f"{type(err).__name__}: {err}")
+        return lost(job, f"{type(err).__name__}: {err}")
 
 
 def _has_gpu_workers(client) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -248,7 +249,8 @@ def sweep(
     else:
         from dped import cluster
 
-        outcomes = cluster.run(jobs, notebook, results, scheduler, workers, report)
+        task = functools.partial(execute, notebook=notebook, results=results)
+        outcomes = cluster.run(jobs, task, _lost, scheduler, workers, report)
     failed = [o.name for o in outcomes if o.status == "failed"]
     print(
         f"sweep {spec['name']} ({profile}, {executor}): {len(jobs) - len(failed)} of "
@@ -257,6 +259,10 @@ def sweep(
     if len(failed) < len(jobs):
         failed += [] if write_report(results) else ["report"]
     return len(failed)
+
+
+def _lost(job: Job, error: str) -> Outcome:
+    return Outcome(job.name, "failed", error=error)
 
 
 def write_report(results: Path) -> bool:

@@ -177,10 +177,11 @@ def test_a_config_saved_with_the_old_flat_deg_keys_still_loads(tmp_path):
         ({"deg_gama": 1}, "unknown config key 'deg_gama': did you mean 'mini.gamma'?"),
         ({"mini.strid": 1}, "unknown config key 'mini.strid': did you mean 'mini.stride'?"),
         ({"mini": {"jpeg_quality": 0}}, "mini.jpeg_quality: expected 1..100, got 0"),
-        ({"mini.stride": "x"}, "mini.stride: expected int, got 'x' \\(str\\)"),
+        ({"mini.stride": "x"}, "mini.stride: expected int, got 'x' (str)"),
         ({"mini.stride": 0}, "mini.stride: expected a positive value, got 0"),
     ],
 )
 def test_mini_section_errors_name_the_dotted_key(change, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError) as err:
         Config().replace(**change)
+    assert str(err.value) == message

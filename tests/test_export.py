@@ -9,6 +9,7 @@ from dped import export, training
 from dped.config import Config
 from dped.inference.driver import load_generator
 from dped.inference.images import load_image
+from dped.inference.tflite import WHOLE_IMAGE_BUDGET, WHOLE_IMAGE_BYTES_PER_PIXEL, TFLiteGenerator
 from dped.inference.tiling import enhance_image
 from dped.models import build_generator
 
@@ -20,7 +21,7 @@ def psnr(a, b):
 def tflite(generator, tmp_path, quantize="none", calibration=None):
     path = tmp_path / f"model-{quantize}.tflite"
     path.write_bytes(export.convert(generator, quantize, calibration))
-    return export.TFLiteGenerator(path)
+    return TFLiteGenerator(path)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_quantised_exports_are_smaller_and_stay_close(instance_norm_generator, t
 
 def test_an_instance_norm_model_too_large_for_memory_says_why(instance_norm_generator, tmp_path):
     model = tflite(instance_norm_generator, tmp_path)
-    side = int((export.WHOLE_IMAGE_BUDGET / export.WHOLE_IMAGE_BYTES_PER_PIXEL) ** 0.5) + 8
+    side = int((WHOLE_IMAGE_BUDGET / WHOLE_IMAGE_BYTES_PER_PIXEL) ** 0.5) + 8
     with pytest.raises(ValueError, match="normalises over the whole image.*Keras model"):
         model.one_pass(np.zeros((1, side, side, 3), np.float32))
 

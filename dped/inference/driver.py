@@ -86,7 +86,7 @@ def load_generator(model: str, weights_dir: str | None = None):
 
     path = Path(model)
     if path.suffix == ".tflite":
-        from dped.export import TFLiteGenerator
+        from dped.inference.tflite import TFLiteGenerator
 
         if not path.is_file():
             raise FileNotFoundError(

@@ -313,5 +313,5 @@ def _row_shift_sum(q, bias, size: int):
 
 def inference_graphs(model, precision: str = "float32"):
     """The graphs a caller makes once and holds for a run: a FastGenerator for a Keras
-    generator; an exported TFLite model (`export.TFLiteGenerator`) runs as it is."""
+    generator; an exported TFLite model (`tflite.TFLiteGenerator`) runs as it is."""
     return FastGenerator(model, precision) if isinstance(model, keras.Model) else model

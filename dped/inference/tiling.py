@@ -10,11 +10,29 @@
 from __future__ import annotations
 
 import tempfile
+from typing import Protocol
 
 import numpy as np
 
 from dped.inference.images import as_float
 from dped.inference.stream import band_rows, bands, stream_rows
+
+
+class Generator(Protocol):
+    """What tiling and streaming read of a generator: `graphs.FastGenerator` (Keras, traced)
+    and `tflite.TFLiteGenerator` (an exported file) both provide it."""
+
+    radius: int  # receptive-field radius in pixels: the context a tile needs on each side
+    channels: int  # width of the widest map a one-pass run holds (0: not budgeted here)
+    whole_image_only: bool  # instance norms and no stage graphs: every photo in one pass
+    instance: list  # stage graphs between instance norms (empty: norm-free, or none traced)
+    norms: list  # the instance norms the stages end in
+    streams: bool  # stage graphs for every norm: larger photos stream through scratch
+
+    def one_pass(self, x: np.ndarray) -> np.ndarray:
+        """The generator's output for a [1, H, W, 3] float32 batch."""
+        ...
+
 
 # Tiles of 448 keep every graph's input within 484x484 (the original's 18 px of context on each
 # side). TensorFlow's oneDNN allocator pools what the largest graph needed and keeps it, so the
@@ -27,12 +45,14 @@ LIVE_MAPS = 4
 WHOLE_TILES = 5
 
 
-def one_pass_bytes(graphs, shape: tuple[int, ...]) -> int:
+def one_pass_bytes(graphs: Generator, shape: tuple[int, ...]) -> int:
     """Activation bytes a one-pass run of an image this size holds at once."""
     return shape[0] * shape[1] * graphs.channels * 4 * LIVE_MAPS
 
 
-def runs_whole(graphs, shape: tuple[int, ...], tile: int, budget: int | None = None) -> bool:
+def runs_whole(
+    graphs: Generator, shape: tuple[int, ...], tile: int, budget: int | None = None
+) -> bool:
     """The one-pass rule. An instance-norm TFLite model always runs whole (the interpreter has no
     stage graphs). An instance-norm generator runs whole when `one_pass_bytes` fits `budget`
     (default: those of WHOLE_TILES tiles); larger photos stream. A norm-free generator runs whole
@@ -47,7 +67,7 @@ def runs_whole(graphs, shape: tuple[int, ...], tile: int, budget: int | None = N
     return shape[0] * shape[1] <= (tile + 2 * graphs.radius) ** 2
 
 
-def passes(graphs, shape: tuple[int, ...], tile: int, budget: int | None = None) -> int:
+def passes(graphs: Generator, shape: tuple[int, ...], tile: int, budget: int | None = None) -> int:
     """Graph runs `enhance_rows` makes for an image of this shape: the progress bar's total."""
     if runs_whole(graphs, shape, tile, budget):
         return 1
@@ -61,7 +81,7 @@ def _tiles(size: int, tile: int):
     return [(s, min(s + tile, size)) for s in range(0, size, tile)]
 
 
-def _tile_rows(graphs, image: np.ndarray, tile: int, progress):
+def _tile_rows(graphs: Generator, image: np.ndarray, tile: int, progress):
     """Norm-free generators: yield each band of tiles, every tile run with `radius` of context."""
     h, w = image.shape[:2]
     pad = graphs.radius
@@ -78,7 +98,7 @@ def _tile_rows(graphs, image: np.ndarray, tile: int, progress):
 
 
 def enhance_rows(
-    graphs,
+    graphs: Generator,
     image: np.ndarray,
     tile: int = DEFAULT_TILE,
     progress=None,
@@ -104,9 +124,9 @@ def enhance_rows(
         raise ValueError("a generator with instance norms on some convolutions only cannot stream")
 
 
-def enhance_image(graphs, image: np.ndarray, tile: int = DEFAULT_TILE, **options):
-    """The generator's raw float32 output for one HxWx3 image, from `graphs` (a
-    `graphs.FastGenerator` or an exported TFLite model) made and held by the caller;
+def enhance_image(graphs: Generator, image: np.ndarray, tile: int = DEFAULT_TILE, **options):
+    """The generator's raw float32 output for one HxWx3 image, from `graphs` made and held by
+    the caller;
     `options` as `enhance_rows`'s."""
     out = np.empty(image.shape[:2] + (3,), np.float32)
     for y0, y1, band in enhance_rows(graphs, image, tile, **options):
