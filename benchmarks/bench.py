@@ -4,8 +4,9 @@ and .md (benchmarks/record.py). Every figure, baselines included, is measured in
 Sections (`--sections`, default all):
 - pipeline: patch pairs per second through `dped.data.pair_dataset` (decode + augment + batch
   50) on the mini dataset and on a synthetic folder written on the fly;
-- training: seconds per `DPEDModel.train_step` (generator + discriminator, 100x100 patches,
-  VGG-19 content loss) at batch 50 and 8, float32 and bfloat16, with the process's peak RSS;
+- training (benchmarks/training_step.py): seconds, FLOPs and GFLOP/s of `DPEDModel.train_step`
+  at the cpu profile's shape (1 and 2 threads, XLA, bfloat16) and at full scale, against the
+  convolution peak measured in the same process;
 - enhance: seconds, MP/s and GFLOP/s of `dped enhance`'s graphs next to the convolution peak
   measured in the same process, with peak RSS; with `--original PATH` (a checkout of
   aiff22/DPED) the authors' models.py on the same image in the same run, and the ratio;
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -30,13 +30,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import record  # noqa: E402  (benchmarks/ is a folder of scripts, not a package)
+import training_step  # noqa: E402
+from record import conv_peak_gflops, in_fresh_process, peak_rss_gb  # noqa: E402
 
 from dped.config import Config  # noqa: E402
-
-
-def peak_rss_gb() -> float:
-    """This process's peak RSS in GB (10^9 bytes, as the issue's budgets; ru_maxrss is KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
 
 
 def write_synthetic(root: Path, pairs: int, size: int = 100, phone: str = "synth") -> Config:
@@ -91,49 +88,6 @@ def pipeline(args) -> list[dict]:
     return rows
 
 
-def step_seconds(cfg: Config, steps: int = 3) -> float:
-    """Seconds per training iteration at cfg.batch_size, after one warm-up (tracing) step."""
-    import warnings
-
-    from dped.training import DPEDModel
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the random-VGG warning: an explicit choice here
-        model = DPEDModel(cfg)
-    rng = np.random.default_rng(0)
-    shape = (cfg.batch_size, cfg.patch_size, cfg.patch_size, 3)
-    phone, dslr = rng.random(shape, dtype=np.float32), rng.random(shape, dtype=np.float32)
-    model.train_step(phone, dslr)
-    start = time.perf_counter()
-    for _ in range(steps):
-        logs = model.train_step(phone, dslr)
-    float(logs["generator"])
-    return (time.perf_counter() - start) / steps
-
-
-def training_case(cfg: Config) -> dict:
-    seconds = step_seconds(cfg)
-    return {"seconds": seconds, "rss_gb": peak_rss_gb()}
-
-
-def training(args) -> list[dict]:
-    cfg = Config.from_yaml(args.config).replace(augment=True)
-    rows = []
-    for precision, batch in (("float32", 50), ("float32", 8), ("mixed_bfloat16", 50)):
-        r = in_fresh_process(training_case, cfg.replace(batch_size=batch, precision=precision))
-        rows.append(
-            {
-                "precision": precision,
-                "batch": batch,
-                "s/iteration": r["seconds"],
-                "pairs/s consumed": batch / r["seconds"],
-                "peak RSS GB": r["rss_gb"],
-            }
-        )
-        print(f"training  {precision:14} batch {batch:3} {r['seconds']:6.2f} s/iteration")
-    return rows
-
-
 def generator_flops_per_pixel(generator) -> float:
     """2 x multiply-adds of every convolution per output pixel (all are stride 1, SAME)."""
     import keras
@@ -143,36 +97,6 @@ def generator_flops_per_pixel(generator) -> float:
         for layer in generator.layers
         if isinstance(layer, keras.layers.Conv2D)
     )
-
-
-def conv_peak_gflops(precision: str = "float32") -> float:
-    """This machine's dense-convolution peak: the best rate of 3x3 64->64 convolutions on
-    256x256 and 512x512 maps, one alone and four in a row, best of 10 runs each. (One 512x512
-    convolution alone ran below the generators' own rate on an Intel Xeon with AMX: a peak must
-    be the best the kernels reach.)"""
-    import tensorflow as tf
-
-    dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
-    k = tf.cast(tf.random.normal([3, 3, 64, 64]) * 0.05, dtype)
-
-    def chain(x, k, n):
-        for _ in range(n):
-            x = tf.nn.conv2d(x, k, 1, "SAME")
-        return x
-
-    best = 0.0
-    for n in (1, 4):
-        graph = tf.function(lambda a, b, n=n: chain(a, b, n))
-        for side in (256, 512):
-            x = tf.cast(tf.random.normal([1, side, side, 64]), dtype)
-            graph(x, k).numpy()
-            times = []
-            for _ in range(10):
-                start = time.perf_counter()
-                graph(x, k).numpy()
-                times.append(time.perf_counter() - start)
-            best = max(best, n * 2 * 9 * 64 * 64 * side * side / min(times) / 1e9)
-    return best
 
 
 ENHANCE_SIZES = [(512, 512), (1536, 2048)]
@@ -598,7 +522,7 @@ TFLITE_SIZES = [(720, 1280), (1536, 2048)]  # the PIRM 2018 challenge's resoluti
 def tflite_case(path: str, size: tuple[int, int]) -> dict:
     """One exported model at one size, 1 and 2 interpreter threads (XNNPACK): seconds of one
     invoke after allocation, and the process's peak RSS."""
-    from dped.export import TFLiteGenerator
+    from dped.inference.tflite import TFLiteGenerator
 
     image = np.random.default_rng(0).random((1, *size, 3), dtype=np.float32)
     seconds = {}
@@ -660,16 +584,12 @@ def tflite(args) -> list[dict]:
     return rows
 
 
-def in_fresh_process(fn, *args):
-    import concurrent.futures
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
-        return pool.submit(fn, *args).result()
-
-
-SECTIONS = {"pipeline": pipeline, "training": training, "enhance": enhance, "tflite": tflite}
+SECTIONS = {
+    "pipeline": pipeline,
+    "training": training_step.training,
+    "enhance": enhance,
+    "tflite": tflite,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,56 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def peak_rss_gb() -> float:
+    """This process's peak RSS in GB (10^9 bytes, as the issues' budgets), from VmHWM: the
+    high-water mark of this process's own memory since it exec'd. (ru_maxrss would also hold the
+    parent's mark at the exec: a fresh process spawned by a bench holding TensorFlow.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e9  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def in_fresh_process(fn, *args):
+    """fn(*args) in a new interpreter: its peak RSS and thread settings are its own."""
+    import concurrent.futures
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def conv_peak_gflops(precision: str = "float32") -> float:
+    """This machine's dense-convolution peak: the best rate of 3x3 64->64 convolutions on
+    256x256 and 512x512 maps, one alone and four in a row, best of 10 runs each. (One 512x512
+    convolution alone ran below the generators' own rate on an Intel Xeon with AMX: a peak must
+    be the best the kernels reach.)"""
+    import tensorflow as tf
+
+    dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
+    k = tf.cast(tf.random.normal([3, 3, 64, 64]) * 0.05, dtype)
+
+    def chain(x, k, n):
+        for _ in range(n):
+            x = tf.nn.conv2d(x, k, 1, "SAME")
+        return x
+
+    best = 0.0
+    for n in (1, 4):
+        graph = tf.function(lambda a, b, n=n: chain(a, b, n))
+        for side in (256, 512):
+            x = tf.cast(tf.random.normal([1, side, side, 64]), dtype)
+            graph(x, k).numpy()
+            times = []
+            for _ in range(10):
+                start = time.perf_counter()
+                graph(x, k).numpy()
+                times.append(time.perf_counter() - start)
+            best = max(best, n * 2 * 9 * 64 * 64 * side * side / min(times) / 1e9)
+    return best
+
+
 def machine() -> dict:
     import tensorflow as tf
 
