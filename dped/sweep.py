@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import functools
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ class Job:
 
 
 def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
-    """The experiment's header and one Job per run and seed, with the profile applied."""
+    """The experiment's header and one Job per run and seed, with the profile applied, in the
+    order they run."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"no experiment file at {path}: give experiments/<name>.yaml")
     spec = read_yaml_file(path)
@@ -44,9 +46,13 @@ def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
     keys, notes = profile_keys(spec["profiles"][profile])
     spec = {**spec, "profile": profile, "profile_keys": keys, "profile_notes": notes}
     jobs = []
-    for seed in spec["seeds"][profile]:
-        for run, settings in spec["runs"].items():
-            settings = dict(settings)
+    # Run by run, the baseline first, every seed of a run together: a sweep stopped part way
+    # (a budget, a lost machine) leaves whole runs with their spread over seeds, and every
+    # effect needs the baseline's.
+    runs = sorted(spec["runs"].items(), key=lambda item: item[0] != spec.get("baseline"))
+    for run, given in runs:
+        for seed in spec["seeds"][profile]:
+            settings = dict(given)
             preset = settings.pop("preset")
             reverts = settings.pop("reverts", "")
             name = run_name(run, seed)
@@ -163,7 +169,7 @@ def execute(job: Job, notebook: Path, results: Path) -> Outcome:
         wait_unlocked(results / job.name, LOCK_WAIT_S)
         run_job(job, notebook, results)
     except Exception as err:  # papermill raises its own error types and the kernel's
-        error_file.write_text(f"{type(err).__name__}: {err}\n")
+        atomic_write(error_file, f"{type(err).__name__}: {err}\n".encode())
         error = f"{type(err).__name__}; see {error_file}"
         return Outcome(job.name, "failed", time.perf_counter() - start, error=error)
     error_file.unlink(missing_ok=True)
@@ -241,16 +247,17 @@ def sweep(
     def report(i: int, outcome: Outcome) -> None:
         print(outcome.line(i, len(jobs)), flush=True)
 
-    if executor == "local":
-        outcomes = []
-        for i, job in enumerate(jobs, start=1):
-            outcomes.append(execute(job, notebook, results))
-            report(i, outcomes[-1])
-    else:
-        from dped import cluster
+    with EvaluationWatch(results, jobs):  # each evaluation a line, as it lands
+        if executor == "local":
+            outcomes = []
+            for i, job in enumerate(jobs, start=1):
+                outcomes.append(execute(job, notebook, results))
+                report(i, outcomes[-1])
+        else:
+            from dped import cluster
 
-        task = functools.partial(execute, notebook=notebook, results=results)
-        outcomes = cluster.run(jobs, task, _lost, scheduler, workers, report)
+            task = functools.partial(execute, notebook=notebook, results=results)
+            outcomes = cluster.run(jobs, task, _lost, scheduler, workers, report)
     failed = [o.name for o in outcomes if o.status == "failed"]
     print(
         f"sweep {spec['name']} ({profile}, {executor}): {len(jobs) - len(failed)} of "
@@ -259,6 +266,48 @@ def sweep(
     if len(failed) < len(jobs):
         failed += [] if write_report(results) else ["report"]
     return len(failed)
+
+
+class EvaluationWatch:
+    """While a sweep runs, print each run's evaluations as they land in its metrics.csv (the
+    run folders are where every executor writes, here or on a cluster's shared filesystem):
+    a run of the cpu profile takes minutes, and its end is the sweep's only other line."""
+
+    def __init__(self, results: Path, jobs: list[Job], every: float = 15.0, out=print):
+        from dped.runs import read_metrics
+
+        self.results, self.jobs, self.every, self.out = results, jobs, every, out
+        self.seen = {job.name: len(read_metrics(results / job.name)) for job in jobs}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> EvaluationWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.every):
+            self.poll()
+
+    def poll(self) -> None:
+        from dped.runs import read_metrics
+
+        for job in self.jobs:
+            try:
+                rows = read_metrics(self.results / job.name)
+            except (OSError, ValueError):  # replaced while read: the next poll sees it
+                continue
+            for row in rows[self.seen[job.name] :]:
+                self.out(
+                    f"  {job.name}: step {int(row['step'])}/{job.config.num_iters}, "
+                    f"PSNR {float(row['psnr']):.2f} dB",
+                    flush=True,
+                )
+            self.seen[job.name] = max(self.seen[job.name], len(rows))
 
 
 def _lost(job: Job, error: str) -> Outcome:

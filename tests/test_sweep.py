@@ -25,11 +25,11 @@ def test_experiment_expands_runs_seeds_and_profile(tmp_path):
     _, jobs = sweep.load_experiment(write_experiment(tmp_path), "cpu")
     assert [j.name for j in jobs] == [
         "seed-s0",
-        "seed-no-augment-s0",
         "seed-s1",
+        "seed-no-augment-s0",
         "seed-no-augment-s1",
     ]
-    job = jobs[1]
+    job = jobs[2]
     assert job.config == preset("seed").replace(
         augment=False, batch_size=2, num_iters=3, seed=0, name="seed-no-augment-s0"
     )
@@ -103,8 +103,8 @@ def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, c
     assert reports == [tmp_path / "results" / "mini-ablation"]  # drawn from what finished
     out = capsys.readouterr().out
     assert "[1/4] seed-s0: complete, skipped" in out
-    assert "[2/4] seed-no-augment-s0: FAILED" in out and "[4/4] seed-no-augment-s1: done" in out
-    assert calls == ["seed-no-augment-s0", "seed-s1", "seed-no-augment-s1"]
+    assert "[3/4] seed-no-augment-s0: FAILED" in out and "[4/4] seed-no-augment-s1: done" in out
+    assert calls == ["seed-s1", "seed-no-augment-s0", "seed-no-augment-s1"]
     error = tmp_path / "results" / "mini-ablation" / "seed-no-augment-s0.error.txt"
     assert "RuntimeError: kernel died" in error.read_text()
     # A rerun skips every finished run and retries only the failed one.
@@ -214,3 +214,25 @@ def test_a_bad_experiment_is_refused_before_any_run_with_its_file_and_line(tmp_p
     first = done.stderr.strip().splitlines()[0]
     assert first.startswith(f"dped sweep: error: {message.format(path=path)}"), done.stderr
     assert not (tmp_path / "results").exists()  # nothing started, nothing written
+
+
+def test_the_sweep_prints_each_evaluation_as_it_lands(tmp_path):
+    from dped.runs import write_metrics
+
+    _, jobs = sweep.load_experiment(write_experiment(tmp_path), "cpu")
+    results = tmp_path / "results"
+    (results / "seed-s0").mkdir(parents=True)
+    write_metrics(results / "seed-s0", [{"step": 1, "psnr": 15.0}])  # there before the sweep
+    lines = []
+    watch = sweep.EvaluationWatch(results, jobs, out=lambda line, **_: lines.append(line))
+    watch.poll()
+    assert lines == []
+    write_metrics(results / "seed-s0", [{"step": 1, "psnr": 15.0}, {"step": 2, "psnr": 16.25}])
+    (results / "seed-s1").mkdir()
+    write_metrics(results / "seed-s1", [{"step": 1, "psnr": 14.5}])
+    watch.poll()
+    watch.poll()  # nothing new: nothing printed twice
+    assert lines == [
+        "  seed-s0: step 2/3, PSNR 16.25 dB",
+        "  seed-s1: step 1/3, PSNR 14.50 dB",
+    ]
