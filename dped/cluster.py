@@ -44,6 +44,8 @@ def run(
         with distributed.Client(scheduler or cluster) as client:
             print(f"Dask dashboard: {client.dashboard_link}", flush=True)
             gpu = {"GPU": 1} if _has_gpu_workers(client) else None
+            # Dask does not keep the submission order of independent tasks: the sweep's order
+            # (the baseline first, a run's seeds together) is given as priorities.
             futures = {
                 client.submit(
                     task,
@@ -51,8 +53,9 @@ def run(
                     key=f"dped-{job.name}",
                     resources=gpu,
                     pure=False,
+                    priority=len(jobs) - i,
                 ): job
-                for job in jobs
+                for i, job in enumerate(jobs)
             }
             outcomes = []
             for i, future in enumerate(distributed.as_completed(futures), start=1):
