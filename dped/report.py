@@ -41,6 +41,23 @@ def experiment(results: str | Path) -> tuple[str, dict[str, str]]:
     return spec.get("baseline", "seed"), labels
 
 
+def finished(folder: Path) -> bool:
+    """Whether a run folder holds a run trained to its num_iters (a stopped sweep leaves runs
+    part way, whose last evaluation is not a final result)."""
+    metrics = folder / "metrics.csv"
+    if not metrics.is_file():
+        return False
+    steps = plots.read_metrics(folder)["step"]
+    return len(steps) > 0 and steps.iloc[-1] >= load_config(folder).num_iters
+
+
+def unfinished(results: str | Path) -> list[str]:
+    """The experiment's run folders (runs x seeds) not trained to the end: missing or part way."""
+    spec = load_spec(results)
+    names = [run_name(r, s) for r in spec["runs"] for s in spec["seeds"][spec["profile"]]]
+    return [name for name in names if not finished(Path(results) / name)]
+
+
 def collect(results: str | Path, only: str | None = None) -> pd.DataFrame:
     """One row per finished run folder the experiment names (its runs x the profile's seeds;
     `only`: one run): run, seed, final PSNR (the seed's protocol) and its standard error over
@@ -50,7 +67,7 @@ def collect(results: str | Path, only: str | None = None) -> pd.DataFrame:
     for run in spec["runs"] if only is None else [only]:
         for seed in spec["seeds"][spec["profile"]]:
             folder = Path(results) / run_name(run, seed)
-            if (folder / "metrics.csv").is_file():
+            if finished(folder):
                 rows.append({"run": run, "seed": seed, **_final(folder)})
     columns = ["run", "seed", "steps", "psnr", "psnr_se", "tail_gain", "ssim", "ms_ssim"]
     return pd.DataFrame(rows, columns=[*columns, "wall_s", "folder"])
@@ -214,7 +231,9 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     }
     for fig in figures.values():  # saved; a notebook shows them with display()
         plt.close(fig)
-    text = summary_text(spec, table, effect, base, earlier, cfg.vgg_weights == "random")
+    text = summary_text(
+        spec, table, effect, base, earlier, cfg.vgg_weights == "random", unfinished(results)
+    )
     atomic_write(out / "summary.md", text.encode())
     return Report(results, runs, table, effect, base, earlier, out / "summary.md", figures)
 
@@ -280,8 +299,16 @@ def summary_text(
     identity: dict | None,
     earlier: pd.DataFrame | None = None,
     vgg_random: bool = False,
+    missing: list[str] | None = None,
 ) -> str:
     lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
+    if missing:
+        lines += [
+            f"**Partial sweep**: {len(missing)} run folders are not in these numbers (not run, "
+            f"or stopped before their last iteration): {', '.join(missing)}. `make reproduce` "
+            "(or `dped sweep`) resumes them; the report counts a run only once it is complete.",
+            "",
+        ]
     if spec.get("profile_notes"):
         keys = ", ".join(f"{k}: {v}" for k, v in spec["profile_keys"].items())
         notes = spec["profile_notes"].strip().replace("\n- ", "\n\n- ")

@@ -52,7 +52,9 @@ def write_sweep(root, finals, name="mini", extra=None, identity=IDENTITY):
                 }
             ).to_csv(folder / "metrics.csv", index=False)
             (folder / "config.yaml").write_text(
-                yaml.safe_dump({"preset": "seed", "vgg_weights": "random", "seed": seed})
+                yaml.safe_dump(
+                    {"preset": "seed", "vgg_weights": "random", "seed": seed, "num_iters": 1000}
+                )
             )
             if identity:
                 (folder / IDENTITY_FILE).write_text(json.dumps(identity))
@@ -139,7 +141,9 @@ def test_a_rebuilt_dataset_does_not_lend_its_baseline_to_older_runs(tmp_path):
     folder = results / "seed-s0"
     cfg = preset("seed").replace(dataset_dir=str(tmp_path / "data"), phone="mini")
     (folder / "config.yaml").write_text(
-        yaml.safe_dump({"preset": "seed", "dataset_dir": cfg.dataset_dir, "phone": "mini"})
+        yaml.safe_dump(
+            {"preset": "seed", "dataset_dir": cfg.dataset_dir, "phone": "mini", "num_iters": 1000}
+        )
     )
     (data / IDENTITY_FILE).write_text(json.dumps(IDENTITY | {"patches": 387}))
     runs = report.collect(results)
@@ -174,3 +178,19 @@ def test_summary_cells_say_one_seed_and_undefined_values_instead_of_nan():
     assert report._fmt(0.6, float("nan"), 2, defined=1, seeds=3) == "0.60 (1 of 3 seeds defined)"
     assert report._fmt(float("nan"), float("nan"), 2, defined=0, seeds=3) == "undefined (NaN)"
     assert report._fmt(20.0, 0.5, 1, defined=3, seeds=3) == "20.0 +- 0.5"
+
+
+def test_a_partial_sweep_counts_only_finished_runs_and_names_the_others(tmp_path):
+    results = write_sweep(tmp_path, {"seed": {0: 20.0, 1: 21.0}, "b": {0: 19.0, 1: 19.5}})
+    stopped = results / "b-s1" / "config.yaml"
+    stopped.write_text(stopped.read_text().replace("num_iters: 1000", "num_iters: 1500"))
+    built = report.build(results)
+    assert sorted(zip(built.runs["run"], built.runs["seed"])) == [
+        ("b", 0),
+        ("seed", 0),
+        ("seed", 1),
+    ]
+    assert report.unfinished(results) == ["b-s1"]
+    text = built.summary.read_text()
+    assert "**Partial sweep**: 1 run folders are not in these numbers" in text
+    assert ": b-s1. `make reproduce`" in text
