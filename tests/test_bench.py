@@ -55,7 +55,7 @@ def test_a_second_run_keeps_the_sections_it_did_not_measure(tmp_path):
 
 def test_fast_rows_are_compared_with_their_float32_twin_only():
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench import _fast_ratios
+    from enhance_section import _fast_ratios
 
     def row(generator, precision, seconds, mode="streamed exact", timing="whole process"):
         return dict(
@@ -80,7 +80,7 @@ def test_fast_rows_are_compared_with_their_float32_twin_only():
 
 def test_whole_processes_run_in_interleaved_rounds_and_ratios_pair_round_by_round(tmp_path):
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench import in_rounds, paired
+    from enhance_section import in_rounds, paired
 
     order = tmp_path / "order"
     write = "import sys; open(sys.argv[1], 'a').write(sys.argv[2])"
@@ -96,7 +96,8 @@ def test_whole_processes_run_in_interleaved_rounds_and_ratios_pair_round_by_roun
 
 def test_round_rows_keep_every_rounds_seconds_beside_the_paired_ratios():
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench import AUTHORS, _round_rows
+    from enhance_section import _round_rows
+    from enhance_steady import AUTHORS
 
     cases = {
         AUTHORS: ("float32", "one pass", []),
@@ -125,14 +126,14 @@ def test_a_steady_case_is_the_median_of_its_timed_runs(monkeypatch):
     import statistics
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    import bench
+    import enhance_steady
 
-    monkeypatch.setattr(bench, "conv_peak_gflops", lambda precision: 100.0)  # not timed here
-    row = bench.enhance_case("seed", (24, 32), "float32", None, rounds=3)
+    monkeypatch.setattr(enhance_steady, "conv_peak_gflops", lambda p: 100.0)  # not timed here
+    row = enhance_steady.enhance_case("seed", (24, 32), "float32", None, rounds=3)
     runs = [float(t) for t in row["rounds s"].split()]
     assert len(runs) == 3 and row["timing"] == "steady" and row["mode"] == "one pass"
     assert row["s/image"] == pytest.approx(statistics.median(runs), abs=0.006)
-    assert "rounds s" not in bench.enhance_case("seed", (24, 32), "float32", None)
+    assert "rounds s" not in enhance_steady.enhance_case("seed", (24, 32), "float32", None)
 
 
 def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
@@ -144,7 +145,7 @@ def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
     from dped.inference.tiling import enhance_image
 
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from bench import _scratch_bytes, scratch_disk
+    from enhance_steady import _scratch_bytes, scratch_disk
 
     graphs = FastGenerator(random_generator(filters=16, res_blocks=2))
     image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
