@@ -23,7 +23,8 @@ import numpy as np
 from dped.config import Config
 
 DSLR = "canon"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# What the DPED layout holds (tf.data decodes them); `dped enhance` reads more (PHOTO_SUFFIXES).
+DATASET_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 class DatasetError(ValueError):
@@ -60,7 +61,7 @@ class DPEDFiles:
 
 
 def _images(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in DATASET_SUFFIXES}
 
 
 def _sort_key(stem: str) -> tuple:
@@ -105,7 +106,7 @@ def discover(root: str | Path, phone: str) -> DPEDFiles:
     test = pair_folder(patches / phone, patches / DSLR, root, phone)
     full_dir = base / "test_data" / "full_size_test_images"
     full = sorted(full_dir.iterdir()) if full_dir.is_dir() else []
-    return DPEDFiles(train, test, [p for p in full if p.suffix.lower() in IMAGE_SUFFIXES])
+    return DPEDFiles(train, test, [p for p in full if p.suffix.lower() in DATASET_SUFFIXES])
 
 
 def inspect_image(path: Path) -> tuple[tuple[int, int], str]:

@@ -6,14 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from dped.runs import metrics_table
+
 LOSS_TERMS = ("content", "color", "texture", "tv", "generator", "discriminator")
-
-
-def read_metrics(run_dir: str | Path) -> pd.DataFrame:
-    path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"no metrics at {path}: train the run first (dped train)")
-    return pd.read_csv(path)
 
 
 def _save(fig, out: str | Path | None, layout: bool = True):
@@ -35,7 +30,7 @@ def curve_stats(folders: list[str | Path], metric: str = "psnr_dslr_enhanced") -
     per seed) of `metric` (each run's headline `psnr` where it has no such column)."""
     frames = []
     for folder in folders:
-        m = read_metrics(folder)
+        m = metrics_table(folder)
         frames.append(
             m[["step", metric if metric in m else "psnr"]].set_axis(["step", "v"], axis=1)
         )
@@ -120,7 +115,7 @@ def training_curves(run_dir: str | Path, out: str | Path | None = None):
     discriminator's accuracy on phone, DSLR and enhanced test patches."""
     import matplotlib.pyplot as plt
 
-    m = read_metrics(run_dir)
+    m = metrics_table(run_dir)
     line = {"marker": "o", "ms": 3}  # markers: a run with one evaluation still shows its point
     fig, axes = plt.subplots(3, 3, figsize=(12, 9), dpi=60)
     for ax, term in zip(axes.flat, LOSS_TERMS):

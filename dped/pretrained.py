@@ -184,7 +184,7 @@ def load_original_weights(
     return generator
 
 
-def load_weights(
+def load_checkpoint_weights(
     prefix: str | os.PathLike,
     generator: keras.Model,
     discriminator: keras.Model | None = None,

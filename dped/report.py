@@ -17,7 +17,7 @@ import pandas as pd
 
 from dped import plots
 from dped.config import project_root, read_yaml_file
-from dped.runs import IDENTITY_FILE, atomic_write, load_config, run_name
+from dped.runs import IDENTITY_FILE, atomic_write, load_config, metrics_table, run_name
 
 # One protocol for every run of a comparison: the seed's (mean per-patch PSNR of uint8 outputs),
 # the one its README's 20-21 dB are measured in. `paper` runs headline the other one.
@@ -47,7 +47,7 @@ def finished(folder: Path) -> bool:
     metrics = folder / "metrics.csv"
     if not metrics.is_file():
         return False
-    steps = plots.read_metrics(folder)["step"]
+    steps = metrics_table(folder)["step"]
     return len(steps) > 0 and steps.iloc[-1] >= load_config(folder).num_iters
 
 
@@ -74,7 +74,7 @@ def collect(results: str | Path, only: str | None = None) -> pd.DataFrame:
 
 
 def _final(folder: Path) -> dict:
-    m = plots.read_metrics(folder)
+    m = metrics_table(folder)
     psnr = m[PSNR] if PSNR in m else m["psnr"]
     last = m.iloc[-1]
     return {
@@ -182,7 +182,7 @@ def identity(runs: pd.DataFrame, results: str | Path) -> dict | None:
     cfg = load_config(runs["folder"].iloc[0])
     path = Path(cfg.dataset_dir) / cfg.phone / IDENTITY_FILE
     found = json.loads(path.read_text()) if path.is_file() else None
-    patches = plots.read_metrics(runs["folder"].iloc[0]).iloc[-1].get("patches")
+    patches = metrics_table(runs["folder"].iloc[0]).iloc[-1].get("patches")
     return found if found and found.get("patches") == patches else None
 
 

@@ -173,6 +173,16 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def metrics_table(run_dir: str | Path):
+    """A run's metrics.csv as a pandas DataFrame, numbers typed (for reports and plots)."""
+    import pandas as pd
+
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no metrics at {path}: train the run first (dped train)")
+    return pd.read_csv(path)
+
+
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     if not rows:
         return

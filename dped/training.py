@@ -73,10 +73,10 @@ class DPEDModel(tf.Module):
         finally:
             keras.mixed_precision.set_global_policy(previous)
         if cfg.init_checkpoint:
-            from dped.pretrained import load_weights
+            from dped.pretrained import load_checkpoint_weights
 
             seed_d = cfg.discriminator == "seed"
-            load_weights(
+            load_checkpoint_weights(
                 cfg.init_checkpoint, self.generator, self.discriminator if seed_d else None
             )
         self.blur_kernel = losses.gauss_kernel(cfg.blur_size, cfg.blur_nsig)

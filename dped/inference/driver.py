@@ -101,7 +101,8 @@ def load_generator(model: str, weights_dir: str | None = None):
     return original_generator(model, weights_dir)
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+# What `dped enhance` reads in a folder (the training data: data.DATASET_SUFFIXES).
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
 
 
 def list_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
@@ -113,7 +114,7 @@ def list_inputs(paths: list[str]) -> tuple[list[Path], list[Path]]:
             files.append(p)  # a missing one becomes its own error line when it is read
             continue
         for f in sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")):
-            (files if f.suffix.lower() in IMAGE_SUFFIXES else skipped).append(f)
+            (files if f.suffix.lower() in PHOTO_SUFFIXES else skipped).append(f)
     # A photo named twice (or also found in a folder given) is enhanced once.
     unique = {f.resolve(): f for f in reversed(files)}
     return [f for f in files if unique[f.resolve()] is f], skipped
@@ -154,7 +155,7 @@ def enhance_files(
     if not files:
         raise ValueError(
             f"no images to enhance in {', '.join(map(str, paths))} (looked for "
-            f"{' '.join(IMAGE_SUFFIXES)}): give image files or a folder that holds some"
+            f"{' '.join(PHOTO_SUFFIXES)}): give image files or a folder that holds some"
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file: --out names a folder for the outputs")
