@@ -71,14 +71,25 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"{what:28} {item:46} {value:10.3g} <= {tol:g}  {flag}")
 
 
-def dped_cli(*args, cwd=REPO, drop=(), timeout=600) -> subprocess.CompletedProcess:
-    """`python -m dped.cli ARGS` as a user runs it: no smoke mode or debug tracebacks, and none
-    of the variables in `drop` (TF_CPP_MIN_LOG_LEVEL: dped's own default)."""
+BENCHMARKS = REPO / "benchmarks"  # a folder of scripts: importable once on the path
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+
+def user_env(drop=()) -> dict[str, str]:
+    """This environment as a user's shell has it: no smoke mode or debug tracebacks, and none of
+    the variables in `drop`."""
     unset = {"DPED_SMOKE", "DPED_DEBUG", *drop}
+    return {k: v for k, v in os.environ.items() if k not in unset}
+
+
+def dped_cli(*args, cwd=REPO, drop=(), timeout=600) -> subprocess.CompletedProcess:
+    """`python -m dped.cli ARGS` as a user runs it (`user_env`; `drop`: TF_CPP_MIN_LOG_LEVEL
+    for dped's own default)."""
     return subprocess.run(
         [sys.executable, "-m", "dped.cli", *args],
         cwd=cwd,
-        env={k: v for k, v in os.environ.items() if k not in unset},
+        env=user_env(drop),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -30,7 +30,6 @@ def test_bench_writes_the_measured_section_and_the_machine_to_json_and_markdown(
 
 
 def test_a_second_run_keeps_the_sections_it_did_not_measure(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import record
 
     info = {
@@ -54,7 +53,6 @@ def test_a_second_run_keeps_the_sections_it_did_not_measure(tmp_path):
 
 
 def test_fast_rows_are_compared_with_their_float32_twin_only():
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from enhance_section import _fast_ratios
 
     def row(generator, precision, seconds, mode="streamed exact", timing="whole process"):
@@ -79,7 +77,6 @@ def test_fast_rows_are_compared_with_their_float32_twin_only():
 
 
 def test_whole_processes_run_in_interleaved_rounds_and_ratios_pair_round_by_round(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from enhance_section import in_rounds, paired
 
     order = tmp_path / "order"
@@ -95,7 +92,6 @@ def test_whole_processes_run_in_interleaved_rounds_and_ratios_pair_round_by_roun
 
 
 def test_round_rows_keep_every_rounds_seconds_beside_the_paired_ratios():
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from enhance_section import _round_rows
     from enhance_steady import AUTHORS
 
@@ -125,7 +121,6 @@ def test_round_rows_keep_every_rounds_seconds_beside_the_paired_ratios():
 def test_a_steady_case_is_the_median_of_its_timed_runs(monkeypatch):
     import statistics
 
-    sys.path.insert(0, str(REPO / "benchmarks"))
     import enhance_steady
 
     monkeypatch.setattr(enhance_steady, "conv_peak_gflops", lambda p: 100.0)  # not timed here
@@ -139,13 +134,11 @@ def test_a_steady_case_is_the_median_of_its_timed_runs(monkeypatch):
 def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
     import numpy as np
     from conftest import random_generator
+    from enhance_steady import _scratch_bytes, scratch_disk
 
     from dped.inference import scratch
     from dped.inference.graphs import FastGenerator
     from dped.inference.tiling import enhance_image
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from enhance_steady import _scratch_bytes, scratch_disk
 
     graphs = FastGenerator(random_generator(filters=16, res_blocks=2))
     image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)

@@ -12,7 +12,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from conftest import REPO, make_dataset
+from conftest import REPO, make_dataset, user_env
 
 from dped import runs, sweep
 
@@ -45,7 +45,7 @@ def experiment(tmp_path, seeds, runs_):
 
 
 def start_sweep(path, results, *args, threads=None):
-    env = {k: v for k, v in os.environ.items() if k not in ("DPED_SMOKE", "DPED_DEBUG")}
+    env = user_env()
     if threads:  # what each of the 2 workers gets on this 2-core machine
         env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
     cmd = [sys.executable, "-m", "dped.sweep", str(path), "--results", str(results), *args]

@@ -2,7 +2,6 @@
 tests craft (forged image headers included). Each ends in one line naming the file and the fix,
 a non-zero exit and nothing of the user's touched, or in the right result with nothing left."""
 
-import os
 import signal
 import struct
 import subprocess
@@ -15,11 +14,11 @@ from pathlib import Path
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, user_env
 
 from dped.inference.images import MAX_PIXELS
 
-ENV = {k: v for k, v in os.environ.items() if k not in ("DPED_SMOKE", "DPED_DEBUG")}
+ENV = user_env()
 
 
 def run_measured(args, timeout=300) -> tuple[subprocess.CompletedProcess, float]:

@@ -2,19 +2,18 @@
 any working directory, no TensorFlow noise in outputs, and outputs never committed."""
 
 import json
-import os
 import subprocess
 import sys
 
 import nbformat
 import papermill
 import pytest
-from conftest import REPO
+from conftest import REPO, user_env
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 MAIN = REPO / "notebooks" / "DPED-main.ipynb"
 # The user's environment: papermill from the shell, no smoke overrides injected by the notebook.
-ENV = {k: v for k, v in os.environ.items() if k not in ("DPED_SMOKE", "DPED_DEBUG")}
+ENV = user_env()
 
 
 def papermill_cli(tmp_path, *args):

@@ -17,11 +17,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, make_dataset
+from conftest import REPO, make_dataset, user_env
 
 DPED = [sys.executable, "-m", "dped.cli"]
 # The user's environment: no smoke mode (that is for nbval) and no debug tracebacks.
-ENV = {k: v for k, v in os.environ.items() if k not in ("DPED_SMOKE", "DPED_DEBUG")}
+ENV = user_env()
 
 
 def run(args, cwd=REPO, timeout=300):
