@@ -1,7 +1,9 @@
 """The report of a sweep, from its run folders alone: the final-metric table (mean +- spread over
-seeds, against the identity baseline, with the evaluation's own noise), the learning curves, each
+seeds, against the identity, with the evaluation's own noise), the learning curves, each
 change's effect and verdict (beside an earlier sweep's, when the experiment names one), written
-as results/<experiment>/summary.md, psnr_curves.png and effects.png.
+as results/<experiment>/summary.md, psnr_curves.png and effects.png. Words: "identity" is the
+phone patch returned unchanged (what a model must beat); "baseline" is the run every change is
+measured from (the experiment's `baseline`, `seed`).
 
 `dped report RESULTS_DIR`, the sweep and the psnr-plots notebook all call `build`.
 pandas + matplotlib only.
@@ -213,14 +215,14 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     base_run, labels = experiment(results)
     table, effect = final_table(runs), effects(runs, base_run, labels)
     cfg = load_config(runs["folder"].iloc[0])
-    base = identity(runs, results)
+    ident = identity(runs, results)
     earlier = _earlier(spec, effect)
     curves = runs.groupby("run", sort=False)["folder"].apply(list).to_dict()
     name = spec["name"]
     figures = {
         "psnr_curves": plots.psnr_curves(
             curves,
-            base and base.get(PSNR, base["psnr"]),
+            ident and ident.get(PSNR, ident["psnr"]),
             out=out / "psnr_curves.png",
             title=f"{name}: test PSNR, mean ± std over seeds ({spec['profile']} profile)",
             reference=base_run,
@@ -232,10 +234,10 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     for fig in figures.values():  # saved; a notebook shows them with display()
         plt.close(fig)
     text = summary_text(
-        spec, table, effect, base, earlier, cfg.vgg_weights == "random", unfinished(results)
+        spec, table, effect, ident, earlier, cfg.vgg_weights == "random", unfinished(results)
     )
     atomic_write(out / "summary.md", text.encode())
-    return Report(results, runs, table, effect, base, earlier, out / "summary.md", figures)
+    return Report(results, runs, table, effect, ident, earlier, out / "summary.md", figures)
 
 
 def _earlier(spec: dict, effect: pd.DataFrame) -> pd.DataFrame | None:
