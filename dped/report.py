@@ -165,12 +165,22 @@ def verdict(effect: float, spread: float, seeds: int) -> str:
 def compare_verdicts(new: pd.DataFrame, old: pd.DataFrame) -> pd.DataFrame:
     """Each change's effect and verdict in an earlier sweep beside this one's, and whether the
     verdict survives or flips."""
-    both = new.merge(old, on="run", how="left", suffixes=("", "_old"))
-    both["outcome"] = [
-        "not in the earlier sweep" if pd.isna(was) else "survives" if was == now else "flips"
-        for was, now in zip(both["verdict_old"], both["verdict"])
-    ]
+    both = new.merge(old, on="run", how="outer", suffixes=("", "_old"))
+    order = [*old["run"], *(run for run in new["run"] if run not in set(old["run"]))]
+    both = both.set_index("run").loc[order].reset_index()  # the experiment's order
+    both["modification"] = both["modification"].fillna(both["modification_old"])
+    both["outcome"] = [_outcome(was, now) for was, now in zip(both["verdict_old"], both["verdict"])]
     return both
+
+
+def _outcome(was, now) -> str:
+    if pd.isna(now):
+        return "not run here yet"
+    if pd.isna(was):
+        return "not in the earlier sweep"
+    if now.startswith("undecided") or was.startswith("undecided"):
+        return "not comparable (1 seed)"
+    return "survives" if was == now else "flips"
 
 
 def identity(runs: pd.DataFrame, results: str | Path) -> dict | None:
@@ -390,9 +400,13 @@ def _earlier_lines(earlier: pd.DataFrame, folder: str) -> list[str]:
             if pd.isna(r["effect_db_old"])
             else _fmt(r["effect_db_old"], r["spread_db_old"], 2, seeds=r["seeds_old"])
         )
+        here = (
+            "—"
+            if pd.isna(r["effect_db"])
+            else _fmt(r["effect_db"], r["spread_db"], 2, seeds=r["seeds"])
+        )
         lines.append(
             f"| {r['modification']} | {was} | {r['verdict_old'] if was != '—' else '—'} | "
-            f"{_fmt(r['effect_db'], r['spread_db'], 2, seeds=r['seeds'])} | {r['verdict']} "
-            f"| {r['outcome']} |"
+            f"{here} | {r['verdict'] if here != '—' else '—'} | {r['outcome']} |"
         )
     return lines
