@@ -273,9 +273,14 @@ def effects_chart(table: pd.DataFrame, title: str, out: str | Path | None = None
         ax.set_axis_off()
         return plots._save(fig, out)
     errors = table["spread_db"].fillna(0)
-    # Wrapped labels: long ones would push the axes (and its title) off the figure.
-    labels = [textwrap.fill(label, 40) for label in table["modification"]]
-    ax.barh(labels, table["effect_db"], xerr=errors, capsize=4, color="tab:blue")
+    # Wrapped labels: long ones would push the axes (and its title) off the figure. A bar of
+    # one seed has no spread to draw: its label and a pale bar say so.
+    labels = [
+        textwrap.fill(f"{label} [{n} seed{'s' if n > 1 else ''}]", 40)
+        for label, n in zip(table["modification"], table["seeds"])
+    ]
+    colors = ["tab:blue" if n > 1 else "lightsteelblue" for n in table["seeds"]]
+    ax.barh(labels, table["effect_db"], xerr=errors, capsize=4, color=colors)
     ax.axvline(0, c="k", lw=0.8)
     ax.set(xlabel="PSNR(seed) - PSNR(seed with it reverted), dB  (> 0: the change helps)")
     ax.set_title(title, loc="left")
