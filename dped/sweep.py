@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
 import sys
 import threading
 import time
@@ -198,6 +199,18 @@ def run_job(job: Job, notebook: Path, results: Path) -> None:
     )
 
 
+# Dask's nanny gives its workers MALLOC_TRIM_THRESHOLD_ (distributed.nanny.pre-spawn-environ),
+# so that a worker's freed memory shows in its reports. A training kernel that inherits it hands
+# every freed tensor buffer back to the system and faults it in again at the next op: most of a
+# step's time went to page faults. A run's kernel starts without it, on any cluster.
+KERNEL_ENV_DROPPED = ("MALLOC_TRIM_THRESHOLD_",)
+
+
+def kernel_env(environ) -> dict[str, str]:
+    """The environment a run's kernel starts with: this process's, less KERNEL_ENV_DROPPED."""
+    return {k: v for k, v in environ.items() if k not in KERNEL_ENV_DROPPED}
+
+
 def _ipc_kernel_manager() -> type:
     """A kernel manager on local sockets: the TCP default makes every kernel print a warning
     about unencrypted traffic, and a sweep's kernels never leave their machine. Each kernel's
@@ -214,6 +227,11 @@ def _ipc_kernel_manager() -> type:
         @default("ip")
         def _ip_default(self):
             return str(Path(tempfile.mkdtemp(prefix="dped-kernel-")) / "ipc")
+
+        async def _async_pre_start_kernel(self, **kw):
+            # The one hook every start goes through (start_kernel calls it, not the public name).
+            kw["env"] = kernel_env(kw.get("env", os.environ))
+            return await super()._async_pre_start_kernel(**kw)
 
         def cleanup_ipc_files(self):
             super().cleanup_ipc_files()

@@ -236,3 +236,27 @@ def test_the_sweep_prints_each_evaluation_as_it_lands(tmp_path):
         "  seed-s0: step 2/3, PSNR 16.25 dB",
         "  seed-s1: step 1/3, PSNR 14.50 dB",
     ]
+
+
+def test_a_runs_kernel_starts_without_dasks_malloc_trim_setting(tmp_path, monkeypatch):
+    # Dask's nanny exports MALLOC_TRIM_THRESHOLD_ to its workers; a kernel that inherited it
+    # spent its training steps in page faults. The kernel must start without it and keep the rest.
+    import json
+
+    import nbformat
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    monkeypatch.setenv("DPED_TEST_MARK", "kept")
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('config = ""\noverrides = {}\nout = ""\nresume = False')
+    params.metadata["tags"] = ["parameters"]
+    dump = "import json, os\nopen(out, 'w').write(json.dumps(dict(os.environ)))"
+    nb.cells = [params, nbformat.v4.new_code_cell(dump)]
+    nb.metadata = nbformat.read("notebooks/DPED-main.ipynb", 4).metadata  # its kernel
+    notebook = tmp_path / "env.ipynb"
+    nbformat.write(nb, notebook)
+    job = sweep.Job("env-s0", "seed", {}, preset("seed"))
+    sweep.run_job(job, notebook, tmp_path)
+    env = json.loads((tmp_path / "env-s0").read_text())
+    assert "MALLOC_TRIM_THRESHOLD_" not in env
+    assert env["DPED_TEST_MARK"] == "kept"
