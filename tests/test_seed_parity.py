@@ -62,7 +62,7 @@ def relative(ours, theirs):
 
 def discriminator_terms(model, fake, dslr):
     """The seed's discriminator loss and accuracy with `fake` as the enhanced side."""
-    return model.adversarial_terms(model.critic(fake, dslr, None), None)
+    return model.losses.adversarial_terms(model.critic(fake, dslr, None), None)
 
 
 def check_terms(model, phone, dslr, fake, golden, tolerance, parity, label):
