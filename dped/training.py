@@ -100,31 +100,8 @@ class DPEDModel(tf.Module):
 
     @tf.function(reduce_retracing=True)
     def enhance(self, phone) -> tf.Tensor:
-        """The generator at inference, as a graph (see test_terms)."""
+        """The generator at inference, as a graph (evaluation.batch_terms says why)."""
         return self.generator(phone, training=False)
-
-    # One graph for every test batch (the last, smaller one included): run eagerly, each batch's
-    # dozens of layer calls cost more than their arithmetic at patch sizes of the cpu profile.
-    @tf.function(reduce_retracing=True)
-    def test_terms(self, phone, dslr, is_dslr) -> tuple[dict, tf.Tensor]:
-        """Every loss term of a batch at inference (as for a training batch of `batch_size`
-        patches), the discriminator's accuracy on phone, DSLR and enhanced patches apart (the
-        seed's test_discriminator), and the enhanced batch."""
-        enhanced = self.generator(phone, training=False)
-        sides = {"phone": phone, "dslr": dslr, "enhanced": enhanced}
-        out = {side: self.judge(images) for side, images in sides.items()}
-        critic = self.losses.test_critic(out, is_dslr)
-        terms = self.generator_terms(enhanced, dslr, critic, is_dslr)
-        terms.update(self.losses.adversarial_terms(critic, is_dslr))
-        # The authors' texture and discriminator losses sum over the batch: rescale them to a
-        # training batch, so that a test term means the same whatever batch evaluates it.
-        scale = self.cfg.batch_size / tf.cast(tf.shape(phone)[0], tf.float32)
-        terms = {k: v if k in self.mean_terms else v * scale for k, v in terms.items()}
-        terms["generator"] = losses.weighted_sum(terms, self.cfg)
-        for side, real in (("phone", False), ("dslr", True), ("enhanced", False)):
-            said_dslr = losses.dslr_logit(out[side])[:, 0] > 0
-            terms[f"d_acc_{side}"] = tf.reduce_mean(tf.cast(said_dslr == real, tf.float32))
-        return terms, enhanced
 
     def _share(self, terms: dict, share) -> dict:
         return {k: v * share if k in self.mean_terms else v for k, v in terms.items()}

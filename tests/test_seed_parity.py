@@ -14,7 +14,7 @@ import pytest
 
 from dped.cli import main
 from dped.config import preset
-from dped.evaluation import PairMetrics
+from dped.evaluation import PairMetrics, batch_terms
 from dped.models import VGG_MEAN
 
 TERMS = ("color", "texture", "content", "tv", "generator", "discriminator")
@@ -66,7 +66,7 @@ def discriminator_terms(model, fake, dslr):
 
 
 def check_terms(model, phone, dslr, fake, golden, tolerance, parity, label):
-    terms, _ = model.test_terms(phone, dslr, np.zeros(len(phone), np.int32))
+    terms, _ = batch_terms(model, phone, dslr, np.zeros(len(phone), np.int32))
     terms.update(discriminator_terms(model, fake, dslr))
     for name in TERMS:
         error = relative(terms[name], golden[name])
