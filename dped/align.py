@@ -48,6 +48,18 @@ class AlignSettings:
     max_shift: float = _setting(4.0, "largest residual shift (px) a patch may need")
     seed: int = _setting(0, "which photos go to test_data")
 
+    def __post_init__(self):
+        bounds = {
+            "patch": (8, None), "stride": (1, None), "threshold": (-1.0, 1.0),
+            "test_fraction": (0.0, 0.99), "match_side": (64, None), "min_inliers": (4, None),
+            "max_shift": (0.0, None),
+        }  # fmt: skip
+        for name, (low, high) in bounds.items():
+            value = getattr(self, name)
+            if not low <= value <= (value if high is None else high):
+                where = f">= {low}" if high is None else f"in {low}..{high}"
+                raise ValueError(f"--{name.replace('_', '-')} {value}: must be {where}")
+
 
 @dataclass
 class PairReport:
@@ -308,7 +320,7 @@ def build(
 ) -> tuple[Path, list[PairReport], list[str]]:
     """Write <out>/<phone> in the DPED layout; returns it, a report per pair and the unpaired
     files. A folder that an earlier build did not mark is never replaced."""
-    from dped.minidata import check_replaceable, swap_in
+    from dped.minidata import check_replaceable, remove_stale_builds, swap_in
 
     if not phone or "/" in phone or phone in (".", "..", DSLR):
         raise ValueError(f"--phone {phone!r}: a folder name other than '{DSLR}'")
@@ -317,6 +329,7 @@ def build(
         raise ValueError(f"no photo pairs: no file stem is in both {phone_dir} and {dslr_dir}")
     base = Path(out) / phone
     check_replaceable(base, MARKER, "dped align")
+    remove_stale_builds(base)
     base.parent.mkdir(parents=True, exist_ok=True)
     tmp = base.with_name(f".{base.name}.building-{os.getpid()}")
     try:
@@ -350,9 +363,12 @@ def _build_into(base: Path, phone: str, pairs, settings: AlignSettings, progress
         reports.append(report)
         try:
             photo, dslr, to_phone = align_pair(phone_path, dslr_path, settings, report)
-        except (RegistrationError, ValueError) as err:
-            report.reason = str(err)
-            bar.write(f"dped align: rejected {phone_path} + {dslr_path}: {err}", sys.stderr)
+        except Exception as err:  # noqa: BLE001  one pair's failure, named; the others go on
+            known = isinstance(err, ValueError)  # RegistrationError, an unreadable photo
+            report.reason = str(err) if known else f"{type(err).__name__}: {err}".splitlines()[0]
+            bar.write(
+                f"dped align: rejected {phone_path} + {dslr_path}: {report.reason}", sys.stderr
+            )
             continue
         places = []
         for ours, theirs, corner, status in patches(photo, dslr, to_phone, settings, report):

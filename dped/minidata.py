@@ -147,6 +147,7 @@ def build(cfg: Config, root: str | Path = MINI_ROOT, progress: bool = True) -> P
     only if an earlier build marked it as its own (else DatasetError, nothing touched)."""
     base = Path(root) / MINI_PHONE
     check_replaceable(base)
+    remove_stale_builds(base)
     base.parent.mkdir(parents=True, exist_ok=True)
     tmp = base.with_name(f".{base.name}.building-{os.getpid()}")
     try:
@@ -170,6 +171,25 @@ def check_replaceable(base: Path, marker: str = MARKER, command: str = "dped dat
         f"{base} holds files that `{command}` did not build (no {marker} marker): it never "
         f"replaces them; move them away or build elsewhere with `{command} --out OTHER_DIR`"
     )
+
+
+def remove_stale_builds(base: Path) -> None:
+    """Remove the temporary folders (`.<name>.building-<pid>`) of builds of `base` whose process
+    is gone: a build killed outright (SIGKILL, power) had no chance to remove its own."""
+    for tmp in base.parent.glob(f".{base.name}.building-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (or no way to tell): leave its folder alone
+        return True
+    return True
 
 
 def swap_in(tmp: Path, base: Path, marker: str = MARKER, command: str = "dped data") -> None:

@@ -185,3 +185,15 @@ def test_unreadable_and_blank_photos_are_rejected_with_their_reason(tmp_path):
     assert reasons["blank.jpg"] == "no features found (a blank or flat photo?)"
     assert reasons["broken.jpg"].startswith("cannot decode as an image (")
     assert all(r.status == "rejected" for r in reports)
+
+
+def test_a_killed_builds_folder_goes_and_bad_settings_get_one_line(folders, tmp_path, capsys):
+    stale = tmp_path / "out" / ".p.building-999999999"  # no such process
+    (stale / "training_data").mkdir(parents=True)
+    align.build(folders / "phone", folders / "dslr", "p", tmp_path / "out", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p"]
+    capsys.readouterr()
+    args = ["align", str(folders / "phone"), str(folders / "dslr"), "--phone", "q"]
+    assert main([*args, "--out", str(tmp_path / "out"), "--min-inliers", "2"]) == 2
+    assert capsys.readouterr().err == "dped: error: --min-inliers 2: must be >= 4\n"
+    assert not (tmp_path / "out" / "q").exists()
