@@ -20,7 +20,6 @@ from enhance_steady import (
     _print,
     _rate_row,
     enhance_case,
-    fast_mode_psnr,
     folder_throughput,
     generator_flops_per_pixel,
     original_case,
@@ -56,7 +55,7 @@ def enhance(args) -> list[dict]:
     if not args.original:
         print("(no --original PATH: the authors' code was not timed)")
     _fast_ratios(rows)
-    return rows + fast_mode_psnr(weights_dir, args.reference_dir)
+    return rows
 
 
 def _fast_ratios(rows: list[dict]) -> None:

@@ -6,7 +6,6 @@ Each case runs in a fresh process (record.in_fresh_process): its peak RSS is its
 
 from __future__ import annotations
 
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -51,6 +50,7 @@ def enhance_case(
 ) -> dict:
     """One generator at one size and precision: the median seconds of `rounds` runs of
     `enhance_image` after a warm-up (each run's seconds in 'rounds s')."""
+    from dped.inference import scratch
     from dped.inference.graphs import inference_graphs
     from dped.inference.tiling import DEFAULT_TILE, enhance_image, runs_whole
 
@@ -60,11 +60,12 @@ def enhance_case(
     tile = 512 if max(size) <= 512 else DEFAULT_TILE  # --tile 512: a 512x512 photo in one pass
     enhance_image(fast, image, tile)  # traces the graphs and compiles the tile shapes
     times = []
-    with _scratch_bytes() as traffic:
-        for _ in range(rounds):
-            start = time.perf_counter()
-            enhance_image(fast, image, tile)
-            times.append(time.perf_counter() - start)
+    before = scratch.bytes_moved()
+    for _ in range(rounds):
+        start = time.perf_counter()
+        enhance_image(fast, image, tile)
+        times.append(time.perf_counter() - start)
+    traffic = {k: n - before[k] for k, n in scratch.bytes_moved().items()}
     if runs_whole(fast, size, tile):
         mode = "one pass"
     else:
@@ -76,34 +77,11 @@ def enhance_case(
     row["% of peak"] = 100 * row["GFLOP/s"] / row["conv peak GFLOP/s"]
     if sum(traffic.values()):  # per run
         row["scratch GB written"], row["scratch GB read"] = (
-            traffic[k] / rounds / 1e9 for k in "wr"
+            traffic[k] / rounds / 1e9 for k in ("written", "read")
         )
     if rounds > 1:
         row["rounds s"] = " ".join(f"{t:.2f}" for t in times)
     return row
-
-
-@contextlib.contextmanager
-def _scratch_bytes():
-    """Counts the bytes a streamed run moves through its scratch file: {'w': .., 'r': ..}."""
-    from dped.inference import scratch
-
-    traffic = {"w": 0, "r": 0}
-    write, read = scratch._write_all, scratch._read_all
-
-    def counted_write(fd, data, offset):
-        traffic["w"] += len(data)
-        write(fd, data, offset)
-
-    def counted_read(fd, buffer, offset):
-        traffic["r"] += len(buffer)
-        read(fd, buffer, offset)
-
-    scratch._write_all, scratch._read_all = counted_write, counted_read
-    try:
-        yield traffic
-    finally:
-        scratch._write_all, scratch._read_all = write, read
 
 
 def scratch_disk(gigabytes: float = 2.0) -> dict:
@@ -241,33 +219,3 @@ def folder_throughput(weights_dir: str, size: tuple[int, int], count: int) -> di
     row["conv peak GFLOP/s"] = conv_peak_gflops("float32")
     row["% of peak"] = 100 * row["GFLOP/s"] / row["conv peak GFLOP/s"]
     return row
-
-
-def fast_mode_psnr(weights_dir: str | None, reference_dir: str | None) -> list[dict]:
-    """The bfloat16 fast mode's PSNR against float32 on the reference images, per model."""
-    import imageio.v3 as iio
-
-    from dped.inference.graphs import FastGenerator
-    from dped.inference.tiling import enhance_image
-    from dped.metrics import psnr
-    from dped.pretrained import ORIGINAL_MODELS, original_generator
-
-    rows = []
-    images = sorted(Path(reference_dir).glob("in_*.png")) if reference_dir else []
-    for model in ORIGINAL_MODELS:
-        if not (weights_dir and Path(weights_dir, f"{model}.index").is_file()):
-            continue
-        generator = original_generator(model, weights_dir)
-        for path in images:
-            image = iio.imread(path)
-            exact = enhance_image(FastGenerator(generator), image, 1024)
-            fast = enhance_image(FastGenerator(generator, "bfloat16"), image, 1024)
-            rows.append(
-                {
-                    "generator": model,
-                    "size": path.name,
-                    "precision": "bfloat16 vs float32",
-                    "PSNR dB": float(psnr(fast, exact)),
-                }
-            )
-    return rows

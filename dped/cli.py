@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+from dataclasses import fields
 
 from dped.config import Config, ConfigError, parse_override, resolve
 
@@ -141,6 +142,28 @@ def _train_command(args: argparse.Namespace) -> None:
     print(f"run folder: {run_dir}")
 
 
+def _align_command(args: argparse.Namespace) -> int:
+    from dped.align import AlignSettings, build
+
+    settings = AlignSettings(**{f.name: getattr(args, f.name) for f in fields(AlignSettings)})
+    base, reports, unpaired = build(
+        args.phone_dir, args.dslr_dir, args.phone, args.out, settings, args.pairs
+    )
+    for path in unpaired:
+        print(f"dped align: unpaired (no photo of the same stem on the other side): {path}")
+    aligned = [r for r in reports if r.status == "aligned"]
+    kept = {split: sum(r.kept for r in aligned if r.split == split) for split in ("train", "test")}
+    print(
+        f"{base}: {len(aligned)} of {len(reports)} pairs aligned, {kept['train']} training and "
+        f"{kept['test']} test patch pairs; report: {base / 'align_report.md'}"
+    )
+    if not aligned:
+        return 1
+    if not kept["test"] or not kept["train"]:
+        print("dped align: warning: a split has no patches; dped train needs both", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dped", description="DPED photo enhancement")
     parser.add_argument(
@@ -171,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="root to build <out>/mini in (default data/dped-mini); never a folder of yours",
     )
     data.set_defaults(func=_data_command)
+    al = sub.add_parser(
+        "align", help="a DPED dataset (aligned patch pairs) from your phone and DSLR photos"
+    )
+    al.add_argument("phone_dir", help="the phone's photos")
+    al.add_argument("dslr_dir", help="the DSLR's photos of the same scenes (same file stems)")
+    al.add_argument("--phone", required=True, help="the phone's name: the dataset's folder")
+    al.add_argument("--out", required=True, help="dataset root: writes <out>/<phone>")
+    al.add_argument("--pairs", help="CSV of explicit pairs: phone_file,dslr_file per line")
+    from dped.align import AlignSettings
+
+    for f in fields(AlignSettings):
+        al.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default,
+                        help=f"{f.metadata['help']} (default {f.default})")  # fmt: skip
+    al.set_defaults(func=_align_command)
     tr = sub.add_parser("train", help="train (or --resume) a run into results/<name>")
     tr.add_argument("--config", required=True, help="experiments/<name>.yaml or a preset name")
     tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

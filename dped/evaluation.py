@@ -15,6 +15,7 @@ from a single run of the generator (and of the discriminator on each side) per b
 from __future__ import annotations
 
 import functools
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,7 +120,7 @@ def evaluate(model, split: Split, cfg: Config, samples: int = 4) -> Evaluation:
         if count < TERM_PATCHES:
             # Alternate sides by the patch's place in the test set, not in its batch.
             swaps = tf.constant((count + np.arange(n)) % 2, tf.int32)
-            terms, enhanced = model.test_terms(phone, dslr, swaps)
+            terms, enhanced = batch_terms(model, phone, dslr, swaps)
             sums = {k: sums.get(k, 0.0) + n * float(v) for k, v in terms.items()}
             count += n
         else:
@@ -129,6 +130,50 @@ def evaluate(model, split: Split, cfg: Config, samples: int = 4) -> Evaluation:
             grid = tuple(np.asarray(t[:samples]) for t in (phone, enhanced, dslr))
     metrics = {**acc.result(cfg.eval_protocol), **{f"test_{k}": v / count for k, v in sums.items()}}
     return Evaluation(metrics, grid)
+
+
+def batch_terms(model, phone, dslr, is_dslr) -> tuple[dict, object]:
+    """Every loss term of a batch at inference (as for a training batch of `batch_size`
+    patches), the discriminator's accuracy on phone, DSLR and enhanced patches apart (the
+    seed's test_discriminator), and the enhanced batch, for a `training.DPEDModel`."""
+    return _test_graph(model)(phone, dslr, is_dslr)
+
+
+# One graph per model for every test batch (the last, smaller one included): run eagerly, each
+# batch's dozens of layer calls cost more than their arithmetic at patch sizes of the cpu profile.
+_TEST_GRAPHS = weakref.WeakKeyDictionary()
+
+
+def _test_graph(model):
+    if model not in _TEST_GRAPHS:
+        import tensorflow as tf
+
+        ref = weakref.ref(model)  # the graph must not keep its model alive
+        graph = lambda *batch: _terms(ref(), *batch)  # noqa: E731
+        _TEST_GRAPHS[model] = tf.function(graph, reduce_retracing=True)
+    return _TEST_GRAPHS[model]
+
+
+def _terms(model, phone, dslr, is_dslr):
+    import tensorflow as tf
+
+    from dped import losses
+
+    enhanced = model.generator(phone, training=False)
+    sides = {"phone": phone, "dslr": dslr, "enhanced": enhanced}
+    out = {side: model.judge(images) for side, images in sides.items()}
+    critic = model.losses.test_critic(out, is_dslr)
+    terms = model.generator_terms(enhanced, dslr, critic, is_dslr)
+    terms.update(model.losses.adversarial_terms(critic, is_dslr))
+    # The authors' texture and discriminator losses sum over the batch: rescale them to a
+    # training batch, so that a test term means the same whatever batch evaluates it.
+    scale = model.cfg.batch_size / tf.cast(tf.shape(phone)[0], tf.float32)
+    terms = {k: v if k in model.mean_terms else v * scale for k, v in terms.items()}
+    terms["generator"] = losses.weighted_sum(terms, model.cfg)
+    for side, real in (("phone", False), ("dslr", True), ("enhanced", False)):
+        said_dslr = losses.dslr_logit(out[side])[:, 0] > 0
+        terms[f"d_acc_{side}"] = tf.reduce_mean(tf.cast(said_dslr == real, tf.float32))
+    return terms, enhanced
 
 
 def _test_batches(split: Split, cfg: Config):

@@ -150,6 +150,76 @@ def discriminator_accuracy(probs: tf.Tensor, is_dslr: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(tf.cast(tf.equal(predicted, tf.cast(is_dslr, tf.int32)), tf.float32))
 
 
+class SeedLosses:
+    """The seed's definitions: the discriminator judges the DSLR and the enhanced batch apart,
+    and every term is a mean over the batch."""
+
+    mean_terms = ("content", "color", "tv", "texture", "discriminator", "d_accuracy")
+
+    def critic(self, discriminator, enhanced, dslr, is_dslr, training=False):
+        """(DSLR logits, enhanced logits): the verdicts both adversarial terms read."""
+        del is_dslr  # the seed shows the discriminator both sides, never a swapped mix
+        return (
+            dslr_logit(discriminator(to_gray(dslr), training=training)),
+            dslr_logit(discriminator(to_gray(enhanced), training=training)),
+        )
+
+    def test_critic(self, outputs: dict, is_dslr):
+        """The verdicts from the discriminator's outputs on each side of a test batch."""
+        del is_dslr
+        return dslr_logit(outputs["dslr"]), dslr_logit(outputs["enhanced"])
+
+    def generator_terms(self, enhanced, dslr, critic, is_dslr, kernel) -> dict:
+        """{color, texture, tv}, unweighted."""
+        return {
+            "color": color_loss_seed(enhanced, dslr, kernel),
+            "texture": texture_loss_seed(*critic),
+            "tv": total_variation_l1(enhanced),
+        }
+
+    def adversarial_terms(self, critic, is_dslr) -> dict:
+        return {
+            "discriminator": discriminator_loss_seed(*critic),
+            "d_accuracy": logit_accuracy(*critic),
+        }
+
+
+class AuthorsLosses:
+    """The authors' definitions: the discriminator sees DSLR and enhanced patches mixed by random
+    swaps (`is_dslr[b]` says which side patch b shows); its loss and the texture term are sums
+    over the batch, the rest means."""
+
+    mean_terms = ("content", "color", "tv", "d_accuracy")
+
+    def critic(self, discriminator, enhanced, dslr, is_dslr, training=False):
+        """[B, 2] probabilities [p_enhanced, p_dslr] for the swapped mix."""
+        gray = discriminator_input(enhanced, dslr, is_dslr)
+        return as_probs(discriminator(gray, training=training))
+
+    def test_critic(self, outputs: dict, is_dslr):
+        """At inference the discriminator judges each patch alone: the swapped mix's verdicts are
+        the two sides' verdicts, picked per patch, without a fourth pass."""
+        pick = tf.reshape(tf.equal(tf.cast(is_dslr, tf.int32), 1), [-1, 1])
+        return as_probs(tf.where(pick, outputs["dslr"], outputs["enhanced"]))
+
+    def generator_terms(self, enhanced, dslr, critic, is_dslr, kernel) -> dict:
+        return {
+            "color": color_loss(enhanced, dslr, kernel),
+            "texture": texture_loss(critic, is_dslr),
+            "tv": total_variation_loss(enhanced),
+        }
+
+    def adversarial_terms(self, critic, is_dslr) -> dict:
+        return {
+            "discriminator": discriminator_loss(critic, is_dslr),
+            "d_accuracy": discriminator_accuracy(critic, is_dslr),
+        }
+
+
+# `loss_defs` -> its definitions, chosen once per model: a third recipe is one more class.
+LOSS_SETS = {"seed": SeedLosses(), "original": AuthorsLosses()}
+
+
 WEIGHT_OF = {"content": "w_content", "color": "w_color", "texture": "w_texture", "tv": "w_tv"}
 
 

@@ -147,36 +147,57 @@ def build(cfg: Config, root: str | Path = MINI_ROOT, progress: bool = True) -> P
     only if an earlier build marked it as its own (else DatasetError, nothing touched)."""
     base = Path(root) / MINI_PHONE
     check_replaceable(base)
+    remove_stale_builds(base)
     base.parent.mkdir(parents=True, exist_ok=True)
     tmp = base.with_name(f".{base.name}.building-{os.getpid()}")
     try:
         _build_into(tmp, cfg, progress)
         (tmp / MARKER).write_text(json.dumps({"seed": cfg.seed}) + "\n")
-        _swap_in(tmp, base)
+        swap_in(tmp, base)
     finally:
         if tmp.exists():  # an interrupted build: only our own temporary folder goes
             shutil.rmtree(tmp)
     return base
 
 
-def check_replaceable(base: Path) -> None:
-    """Raise unless `base` is absent, an empty folder or a mini dataset an earlier build marked."""
-    if not base.exists() or (base / MARKER).is_file():
+def check_replaceable(base: Path, marker: str = MARKER, command: str = "dped data") -> None:
+    """Raise unless `base` is absent, an empty folder or a dataset an earlier build of
+    `command` marked with `marker`."""
+    if not base.exists() or (base / marker).is_file():
         return
     if base.is_dir() and not any(base.iterdir()):
         return
     raise DatasetError(
-        f"{base} holds files that `dped data` did not build (no {MARKER} marker): it never "
-        f"replaces them; move them away or build elsewhere with `dped data --out OTHER_DIR`"
+        f"{base} holds files that `{command}` did not build (no {marker} marker): it never "
+        f"replaces them; move them away or build elsewhere with `{command} --out OTHER_DIR`"
     )
 
 
-def _swap_in(tmp: Path, base: Path) -> None:
+def remove_stale_builds(base: Path) -> None:
+    """Remove the temporary folders (`.<name>.building-<pid>`) of builds of `base` whose process
+    is gone: a build killed outright (SIGKILL, power) had no chance to remove its own."""
+    for tmp in base.parent.glob(f".{base.name}.building-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process (or no way to tell): leave its folder alone
+        return True
+    return True
+
+
+def swap_in(tmp: Path, base: Path, marker: str = MARKER, command: str = "dped data") -> None:
     """Rename the finished build to `base`; the old marked build is renamed aside first and
     removed after, so a reader sees either set complete, never a mix or half a set."""
     old = base.with_name(f".{base.name}.old-{os.getpid()}")
     if base.exists():
-        check_replaceable(base)  # again: the folder may have changed during the build
+        check_replaceable(base, marker, command)  # again: it may have changed during the build
         os.rename(base, old)
     os.rename(tmp, base)
     if old.exists():
@@ -222,6 +243,52 @@ def _build_into(base: Path, cfg: Config, progress: bool) -> None:
 def _write(path: Path, image: np.ndarray, quality: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(jpeg_bytes(image, quality))
+
+
+def known_warp(index: int) -> np.ndarray:
+    """A DSLR -> phone homography a tripod-free second shot might need: half scale (the DSLR
+    photo has twice the pixels), a rotation within 3 degrees, a shift within 8 pixels and a
+    little perspective, drawn from `index`."""
+    rng = np.random.default_rng(index)
+    a, s = np.deg2rad(rng.uniform(-3, 3)), 0.5 * rng.uniform(0.97, 1.03)
+    return np.array(
+        [
+            [s * np.cos(a), -s * np.sin(a), rng.uniform(-8, 8)],
+            [s * np.sin(a), s * np.cos(a), rng.uniform(-8, 8)],
+            [rng.uniform(-1e-5, 1e-5), rng.uniform(-1e-5, 1e-5), 1.0],
+        ]
+    )
+
+
+def photo_pair(name: str, index: int, cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Whole photos of one scene with a known answer: (phone uint8, DSLR uint8, the true DSLR ->
+    phone homography). The DSLR side is the sample photograph at twice its size; the phone side
+    sees it through `known_warp(index)` and the phone-camera model (`degrade`)."""
+    import cv2
+
+    photo = load_photo(name)
+    dslr = cv2.resize(photo, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    truth = known_warp(index)
+    seen = cv2.warpPerspective(dslr, truth, photo.shape[1::-1], flags=cv2.INTER_AREA)
+    phone = degrade(seen, cfg, np.random.default_rng([cfg.seed, index]))
+    return np.round(phone * 255).astype(np.uint8), dslr, truth
+
+
+def write_photo_pairs(folder: str | Path, cfg: Config) -> tuple[Path, Path]:
+    """Every source photograph as a phone JPEG and a DSLR PNG of the same stem under
+    <folder>/phone and <folder>/dslr (`dped align`'s input, for a demo); returns the two."""
+    import cv2
+
+    phone_dir, dslr_dir = Path(folder) / "phone", Path(folder) / "dslr"
+    for index, source in enumerate(SOURCES):
+        phone, dslr, _ = photo_pair(source.name, index, cfg)
+        for path, rgb in (
+            (phone_dir / f"{source.name}.jpg", phone),
+            (dslr_dir / f"{source.name}.png", dslr),
+        ):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return phone_dir, dslr_dir
 
 
 def identity_baseline(cfg: Config, root: str | Path = MINI_ROOT) -> dict[str, float]:

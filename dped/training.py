@@ -22,15 +22,6 @@ from dped import losses, vgg
 from dped.config import Config
 from dped.models import discriminator_from_config, generator_from_config
 
-# Terms normalised by the batch size (means): under a strategy each replica's share is scaled by
-# local/global batch, so that the gradients summed over replicas equal the one-device gradients.
-# The authors' texture and discriminator losses are sums over the batch: replicas' sums simply
-# add up; the seed's are means like the rest.
-MEAN_TERMS = {
-    "original": ("content", "color", "tv", "d_accuracy"),
-    "seed": ("content", "color", "tv", "texture", "discriminator", "d_accuracy"),
-}
-
 
 def make_strategy(kind: str) -> tf.distribute.Strategy:
     """`default`: one device; `mirrored`: all GPUs of this machine; `multiworker`: TF_CONFIG."""
@@ -81,7 +72,12 @@ class DPEDModel(tf.Module):
             )
         self.blur_kernel = losses.gauss_kernel(cfg.blur_size, cfg.blur_nsig)
         self.swaps = tf.random.Generator.from_seed(cfg.seed)
-        self.mean_terms = MEAN_TERMS[cfg.loss_defs]
+        # Chosen once: no method below asks which recipe it serves.
+        self.losses = losses.LOSS_SETS[cfg.loss_defs]
+        # Terms normalised by the batch size (means): under a strategy each replica's share is
+        # scaled by local/global batch, so that the gradients summed over replicas equal the
+        # one-device gradients; sums over the batch simply add up.
+        self.mean_terms = self.losses.mean_terms
 
     def _swap(self, batch: tf.Tensor) -> tf.Tensor:
         return self.swaps.uniform([batch], 0, 2, dtype=tf.int32)
@@ -91,81 +87,21 @@ class DPEDModel(tf.Module):
         return self.discriminator(losses.to_gray(images), training=training)
 
     def critic(self, enhanced, dslr, is_dslr, training=False):
-        """The discriminator's verdicts both adversarial losses read: under the seed's loss
-        definitions the DSLR and the enhanced logits; under the authors', its probabilities for
-        the swapped mix (`is_dslr[b]` says which side patch b shows)."""
-        if self.cfg.loss_defs == "seed":
-            return (
-                losses.dslr_logit(self.judge(dslr, training)),
-                losses.dslr_logit(self.judge(enhanced, training)),
-            )
-        gray = losses.discriminator_input(enhanced, dslr, is_dslr)
-        return losses.as_probs(self.discriminator(gray, training=training))
+        """The discriminator's verdicts both adversarial terms read (the loss set's)."""
+        return self.losses.critic(self.discriminator, enhanced, dslr, is_dslr, training)
 
     def generator_terms(self, enhanced, dslr, critic, is_dslr, dslr_features=None) -> dict:
         """{content, color, texture, tv} of an enhanced batch, unweighted."""
         if dslr_features is None:
             dslr_features = self.vgg(dslr, training=False)
         content = losses.content_loss(self.vgg(enhanced, training=False), dslr_features)
-        if self.cfg.loss_defs == "seed":
-            return {
-                "content": content,
-                "color": losses.color_loss_seed(enhanced, dslr, self.blur_kernel),
-                "texture": losses.texture_loss_seed(*critic),
-                "tv": losses.total_variation_l1(enhanced),
-            }
-        return {
-            "content": content,
-            "color": losses.color_loss(enhanced, dslr, self.blur_kernel),
-            "texture": losses.texture_loss(critic, is_dslr),
-            "tv": losses.total_variation_loss(enhanced),
-        }
-
-    def adversarial_terms(self, critic, is_dslr) -> dict:
-        """{discriminator, d_accuracy} from the verdicts `critic` returned."""
-        if self.cfg.loss_defs == "seed":
-            return {
-                "discriminator": losses.discriminator_loss_seed(*critic),
-                "d_accuracy": losses.logit_accuracy(*critic),
-            }
-        return {
-            "discriminator": losses.discriminator_loss(critic, is_dslr),
-            "d_accuracy": losses.discriminator_accuracy(critic, is_dslr),
-        }
+        terms = self.losses.generator_terms(enhanced, dslr, critic, is_dslr, self.blur_kernel)
+        return {"content": content, **terms}
 
     @tf.function(reduce_retracing=True)
     def enhance(self, phone) -> tf.Tensor:
-        """The generator at inference, as a graph (see test_terms)."""
+        """The generator at inference, as a graph (evaluation.batch_terms says why)."""
         return self.generator(phone, training=False)
-
-    # One graph for every test batch (the last, smaller one included): run eagerly, each batch's
-    # dozens of layer calls cost more than their arithmetic at patch sizes of the cpu profile.
-    @tf.function(reduce_retracing=True)
-    def test_terms(self, phone, dslr, is_dslr) -> tuple[dict, tf.Tensor]:
-        """Every loss term of a batch at inference (as for a training batch of `batch_size`
-        patches), the discriminator's accuracy on phone, DSLR and enhanced patches apart (the
-        seed's test_discriminator), and the enhanced batch."""
-        enhanced = self.generator(phone, training=False)
-        sides = {"phone": phone, "dslr": dslr, "enhanced": enhanced}
-        out = {side: self.judge(images) for side, images in sides.items()}
-        if self.cfg.loss_defs == "seed":
-            critic = (losses.dslr_logit(out["dslr"]), losses.dslr_logit(out["enhanced"]))
-        else:
-            # At inference the discriminator judges each patch alone: the swapped mix's verdicts
-            # are the two sides' verdicts, picked per patch, without a fourth pass.
-            pick = tf.reshape(tf.equal(tf.cast(is_dslr, tf.int32), 1), [-1, 1])
-            critic = losses.as_probs(tf.where(pick, out["dslr"], out["enhanced"]))
-        terms = self.generator_terms(enhanced, dslr, critic, is_dslr)
-        terms.update(self.adversarial_terms(critic, is_dslr))
-        # The authors' texture and discriminator losses sum over the batch: rescale them to a
-        # training batch, so that a test term means the same whatever batch evaluates it.
-        scale = self.cfg.batch_size / tf.cast(tf.shape(phone)[0], tf.float32)
-        terms = {k: v if k in self.mean_terms else v * scale for k, v in terms.items()}
-        terms["generator"] = losses.weighted_sum(terms, self.cfg)
-        for side, real in (("phone", False), ("dslr", True), ("enhanced", False)):
-            said_dslr = losses.dslr_logit(out[side])[:, 0] > 0
-            terms[f"d_acc_{side}"] = tf.reduce_mean(tf.cast(said_dslr == real, tf.float32))
-        return terms, enhanced
 
     def _share(self, terms: dict, share) -> dict:
         return {k: v * share if k in self.mean_terms else v for k, v in terms.items()}
@@ -174,7 +110,7 @@ class DPEDModel(tf.Module):
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape() as tape:
             critic = self.critic(tf.stop_gradient(fake), dslr, d_swap, training=True)
-            terms = self._share(self.adversarial_terms(critic, d_swap), share)
+            terms = self._share(self.losses.adversarial_terms(critic, d_swap), share)
         self.d_optimizer.apply_gradients(zip(tape.gradient(terms["discriminator"], d_vars), d_vars))
         return terms
 

@@ -131,27 +131,8 @@ def test_a_steady_case_is_the_median_of_its_timed_runs(monkeypatch):
     assert "rounds s" not in enhance_steady.enhance_case("seed", (24, 32), "float32", None)
 
 
-def test_streamed_rows_report_the_scratch_bytes_they_moved(tmp_path):
-    import numpy as np
-    from conftest import random_generator
-    from enhance_steady import _scratch_bytes, scratch_disk
+def test_the_scratch_disk_rates_are_measured():
+    from enhance_steady import scratch_disk
 
-    from dped.inference import scratch
-    from dped.inference.graphs import FastGenerator
-    from dped.inference.tiling import enhance_image
-
-    graphs = FastGenerator(random_generator(filters=16, res_blocks=2))
-    image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
-    with _scratch_bytes() as traffic:
-        enhance_image(graphs, image, 8, budget=0, scratch=tmp_path)
-    # 4 norm inputs and 2 block inputs, each 40x30x16 float32 in whole 4 KiB pages (a page more
-    # where a slot starts past a page boundary, lined up with the graphs' output: SlotWriter)
-    pages = -(-40 * 30 * 16 * 4 // 4096)
-    written = traffic["w"]
-    assert 6 * pages * 4096 <= written <= 6 * (pages + 1) * 4096 and written % 4096 == 0
-    assert traffic["r"] >= 6 * 40 * 30 * 16 * 4  # each read back at least once, with context
-    enhance_image(graphs, image, 8)  # one pass: no scratch file, and the counters are gone
-    assert traffic["w"] == written
-    assert scratch._write_all.__name__ == "_write_all"
     disk = scratch_disk(0.05)
     assert disk["write GB/s"] > 0 and disk["read GB/s"] > 0

@@ -14,7 +14,7 @@ import pytest
 
 from dped.cli import main
 from dped.config import preset
-from dped.evaluation import PairMetrics
+from dped.evaluation import PairMetrics, batch_terms
 from dped.models import VGG_MEAN
 
 TERMS = ("color", "texture", "content", "tv", "generator", "discriminator")
@@ -62,11 +62,11 @@ def relative(ours, theirs):
 
 def discriminator_terms(model, fake, dslr):
     """The seed's discriminator loss and accuracy with `fake` as the enhanced side."""
-    return model.adversarial_terms(model.critic(fake, dslr, None), None)
+    return model.losses.adversarial_terms(model.critic(fake, dslr, None), None)
 
 
 def check_terms(model, phone, dslr, fake, golden, tolerance, parity, label):
-    terms, _ = model.test_terms(phone, dslr, np.zeros(len(phone), np.int32))
+    terms, _ = batch_terms(model, phone, dslr, np.zeros(len(phone), np.int32))
     terms.update(discriminator_terms(model, fake, dslr))
     for name in TERMS:
         error = relative(terms[name], golden[name])

@@ -366,3 +366,19 @@ def test_a_stage_reads_while_the_last_writes_land_but_never_ahead_of_them(
     assert overtaken == []
     assert overlapped[0] > 0
     np.testing.assert_allclose(streamed, enhance_image(graphs, image, 12), atol=1e-4)
+
+
+def test_the_scratch_file_counts_the_bytes_a_streamed_run_moves(graphs, tmp_path):
+    image = np.random.default_rng(0).random((40, 30, 3), dtype=np.float32)
+    before = scratch_file.bytes_moved()
+    enhance_image(graphs, image, 8, budget=0, scratch=tmp_path)
+    moved = {k: n - before[k] for k, n in scratch_file.bytes_moved().items()}
+    # 4 norm inputs and 2 block inputs, each 40x30x16 float32 in whole 4 KiB pages (a page more
+    # where a slot starts past a page boundary, lined up with the graphs' output: SlotWriter)
+    pages = -(-40 * 30 * 16 * 4 // 4096)
+    assert 6 * pages * 4096 <= moved["written"] <= 6 * (pages + 1) * 4096
+    assert moved["written"] % 4096 == 0
+    assert moved["read"] >= 6 * 40 * 30 * 16 * 4  # each read back at least once, with context
+    after = scratch_file.bytes_moved()
+    enhance_image(graphs, image, 8, budget=10**12)  # one pass: no scratch file, nothing counted
+    assert scratch_file.bytes_moved() == after

@@ -18,6 +18,7 @@ import functools
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -250,10 +251,24 @@ def _fallocate():
 _KEEP_SIZE, _PUNCH_HOLE = 0x01, 0x02  # linux/falloc.h
 
 
+# Bytes this process has written to and read from scratch files: the stages' I/O threads add to
+# them, `bytes_moved` reads them (the benchmark sets a streamed run's share beside its time).
+_moved = {"written": 0, "read": 0}
+_moved_lock = threading.Lock()
+
+
+def bytes_moved() -> dict[str, int]:
+    """{'written': .., 'read': ..}: the bytes this process has moved through scratch files."""
+    with _moved_lock:
+        return dict(_moved)
+
+
 def _write_all(fd: int, data: np.ndarray, offset: int) -> None:
     view, done = memoryview(data), 0
     while done < len(view):
         done += os.pwrite(fd, view[done:], offset + done)
+    with _moved_lock:
+        _moved["written"] += done
 
 
 def _read_all(fd: int, buffer: np.ndarray, offset: int) -> None:
@@ -263,6 +278,8 @@ def _read_all(fd: int, buffer: np.ndarray, offset: int) -> None:
         if got == 0:
             raise OSError("the scratch file ended early")
         done += got
+    with _moved_lock:
+        _moved["read"] += done
 
 
 def _round_up(n: int, k: int = PAGE) -> int:
