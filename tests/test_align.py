@@ -4,15 +4,14 @@ phone-camera model."""
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
-cv2 = pytest.importorskip("cv2")
-
-from dped import align, minidata  # noqa: E402
-from dped.cli import main  # noqa: E402
-from dped.config import preset  # noqa: E402
-from dped.data import discover  # noqa: E402
+from dped import align, minidata
+from dped.cli import main
+from dped.config import preset
+from dped.data import discover
 
 
 def photo_pair(name: str, index: int):
