@@ -87,17 +87,27 @@ class RegistrationError(ValueError):
 
 
 def photos(folder: Path) -> dict[str, Path]:
-    return {
-        p.stem: p
-        for p in sorted(Path(folder).iterdir())
-        if p.is_file() and p.suffix.lower() in DATASET_SUFFIXES
-    }
+    """{file stem: photo}; two photos of one stem cannot be paired by stem (which one?)."""
+    found = {}
+    for path in _listing(folder):
+        if path.stem in found:
+            raise ValueError(
+                f"{found[path.stem]} and {path} share a stem: pair by stem needs one photo "
+                "per stem; name the pairs in --pairs FILE.csv"
+            )
+        found[path.stem] = path
+    return found
+
+
+def _listing(folder: Path) -> list[Path]:
+    files = sorted(Path(folder).iterdir())
+    return [p for p in files if p.is_file() and p.suffix.lower() in DATASET_SUFFIXES]
 
 
 def pair_photos(phone_dir, dslr_dir, pairs_csv=None) -> tuple[list[tuple[Path, Path]], list[str]]:
     """[(phone, dslr)] and the files left unpaired (listed, never guessed)."""
-    phone, dslr = photos(phone_dir), photos(dslr_dir)
     if pairs_csv is None:
+        phone, dslr = photos(phone_dir), photos(dslr_dir)
         pairs = [(phone[s], dslr[s]) for s in sorted(phone.keys() & dslr.keys())]
         unpaired = [str(phone[s]) for s in sorted(phone.keys() - dslr.keys())]
         return pairs, unpaired + [str(dslr[s]) for s in sorted(dslr.keys() - phone.keys())]
@@ -114,7 +124,7 @@ def pair_photos(phone_dir, dslr_dir, pairs_csv=None) -> tuple[list[tuple[Path, P
                     raise ValueError(f"{pairs_csv}:{line}: no such file {path}")
             pairs.append((p, d))
     used = {p for pair in pairs for p in pair}
-    unpaired = [str(p) for p in [*phone.values(), *dslr.values()] if p not in used]
+    unpaired = [str(p) for p in [*_listing(phone_dir), *_listing(dslr_dir)] if p not in used]
     return pairs, unpaired
 
 

@@ -196,3 +196,21 @@ def test_a_killed_builds_folder_goes_and_bad_settings_get_one_line(folders, tmp_
     assert main([*args, "--out", str(tmp_path / "out"), "--min-inliers", "2"]) == 2
     assert capsys.readouterr().err == "dped: error: --min-inliers 2: must be >= 4\n"
     assert not (tmp_path / "out" / "q").exists()
+
+
+def test_two_photos_of_one_stem_are_not_guessed_between(tmp_path):
+    for name in ("phone/a.jpg", "phone/a.png", "dslr/a.jpg"):
+        write(tmp_path / name, np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError) as err:
+        align.build(tmp_path / "phone", tmp_path / "dslr", "p", tmp_path / "out", progress=False)
+    assert str(err.value) == (
+        f"{tmp_path / 'phone' / 'a.jpg'} and {tmp_path / 'phone' / 'a.png'} share a stem: pair by "
+        "stem needs one photo per stem; name the pairs in --pairs FILE.csv"
+    )
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "pairs.csv").write_text("phone,dslr\na.png,a.jpg\n")  # named: no guess needed
+    _, reports, unpaired = align.build(tmp_path / "phone", tmp_path / "dslr", "p",
+                                       tmp_path / "out", pairs_csv=tmp_path / "pairs.csv",
+                                       progress=False)  # fmt: skip
+    assert [r.phone for r in reports] == [str(tmp_path / "phone" / "a.png")]
+    assert unpaired == [str(tmp_path / "phone" / "a.jpg")]
