@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dped.alignreport import PairReport
 from dped.data import DATASET_SUFFIXES, DSLR
 
 MARKER = ".dped-align"  # written last by a complete build: the folder is ours to replace
@@ -61,22 +62,6 @@ class AlignSettings:
             if not low <= value <= (value if high is None else high):
                 where = f">= {low}" if high is None else f"in {low}..{high}"
                 raise ValueError(f"--{name.replace('_', '-')} {value}: must be {where}")
-
-
-@dataclass
-class PairReport:
-    phone: str
-    dslr: str
-    split: str = ""
-    status: str = "rejected"
-    reason: str = ""
-    matches: int = 0
-    inliers: int = 0
-    reprojection_px: float = float("nan")
-    overlap: float = 0.0
-    kept: int = 0
-    rejected: dict = field(default_factory=dict)  # reason -> patches
-    residual_px: float = float("nan")  # median shift removed per kept patch
 
 
 class RegistrationError(ValueError):

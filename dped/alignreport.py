@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,24 @@ REPORT = "align_report"  # <phone>/align_report.csv and .md
 FIGURES = "align_figures"  # <phone>/align_figures/<phone photo's stem>.png
 FIGURE_SIDE = 1000  # longer side of a figure's photo, in pixels
 CHECKER = 8  # squares along the longer side
+
+
+@dataclass
+class PairReport:
+    """One photo pair's row of the report (COLUMNS; `rejected` maps a reason to its patches)."""
+
+    phone: str
+    dslr: str
+    split: str = ""
+    status: str = "rejected"
+    reason: str = ""
+    matches: int = 0
+    inliers: int = 0
+    reprojection_px: float = float("nan")
+    overlap: float = 0.0
+    kept: int = 0
+    rejected: dict = field(default_factory=dict)  # reason -> patches
+    residual_px: float = float("nan")  # median shift removed per kept patch
 
 
 def rows(reports) -> list[dict]:
