@@ -31,6 +31,9 @@ import numpy as np
 from dped.alignreport import PairReport
 from dped.data import DATASET_SUFFIXES, DSLR
 
+# OpenCV is imported inside the functions that use it: the CLI reads AlignSettings to build its
+# parser, on every `dped` start, and the other commands must not pay for cv2's import.
+
 MARKER = ".dped-align"  # written last by a complete build: the folder is ours to replace
 
 
@@ -171,7 +174,7 @@ def register(phone_gray, dslr_gray, settings: AlignSettings, report: PairReport)
         raise RegistrationError(f"{len(good)} feature matches, fewer than {settings.min_inliers}")
     src = np.float32([kp_d[m.queryIdx].pt for m in good]) / sd
     dst = np.float32([kp_p[m.trainIdx].pt for m in good]) / sp
-    # RANSAC at full resolution, its tolerance one pixel of the copies the features came from.
+    # RANSAC at full resolution, its tolerance 1.5 pixels of the copies the features came from.
     homography, inlier = cv2.findHomography(src, dst, cv2.RANSAC, 1.5 / sp, maxIters=5000)
     report.inliers = int(inlier.sum()) if inlier is not None else 0
     if homography is None or report.inliers < settings.min_inliers:
@@ -182,8 +185,9 @@ def register(phone_gray, dslr_gray, settings: AlignSettings, report: PairReport)
     keep = inlier.ravel().astype(bool)
     moved = cv2.perspectiveTransform(src[keep][:, None], homography)[:, 0]
     report.reprojection_px = float(np.sqrt(np.mean(np.sum((moved - dst[keep]) ** 2, axis=1))))
-    _check_shape(homography / homography[2, 2], phone_gray.shape)
-    return homography / homography[2, 2]
+    homography = homography / homography[2, 2]
+    _check_shape(homography, phone_gray.shape)
+    return homography
 
 
 def _check_shape(homography: np.ndarray, phone_shape) -> None:
@@ -267,7 +271,8 @@ def _one_patch(ours, dslr, to_phone, r, c, settings, shifts):
     if ours_gray.std() < 2.0:
         return "flat", None
     first = cut_patch(dslr, to_phone, r, c, side)
-    dx, dy = shift_between(ours_gray, _gray(first))
+    first_gray = _gray(first)
+    dx, dy = shift_between(ours_gray, first_gray)
     if max(abs(dx), abs(dy)) > settings.max_shift:
         return "shift", None
     # The shift is kept only where it raises the correlation: on smooth or noise-dominated
@@ -275,7 +280,7 @@ def _one_patch(ours, dslr, to_phone, r, c, settings, shifts):
     shifted = cut_patch(dslr, to_phone, r + dy, c + dx, side)
     score, theirs = max(
         (similarity(ours_gray, _gray(shifted)), 1, shifted),
-        (similarity(ours_gray, _gray(first)), 0, first),
+        (similarity(ours_gray, first_gray), 0, first),
         key=lambda t: (np.nan_to_num(t[0], nan=-2.0), t[1]),
     )[0::2]
     if not score >= settings.threshold:
