@@ -3,7 +3,8 @@ VGG-19 content loss), its FLOPs as TensorFlow's profiler counts them in the trac
 rate against the convolution peak measured in the same process with the same threads.
 
 Cases: the cpu profile's step (--config, experiments/cpu.yaml) with 2 threads (a run alone on
-this machine) and 1 thread (one of `make reproduce`'s two sweep workers), the same step under XLA
+this machine) and 1 thread (one of `make reproduce`'s two sweep workers), with the full-width
+discriminator the profile scales down (1 thread), the same step under XLA
 and in mixed bfloat16 (the choices the profile makes against them), and the full-scale shape
 (patches 100, width 64, batch 50). Each case runs in a fresh process: threads are fixed at
 TensorFlow's start.
@@ -20,7 +21,7 @@ from record import conv_peak_gflops, in_fresh_process, peak_rss_gb
 
 from dped.config import Config
 
-FULL_SCALE = {"patch_size": 100, "filters": 64, "batch_size": 50}
+FULL_SCALE = {"patch_size": 100, "filters": 64, "discriminator_width": 1.0, "batch_size": 50}
 
 
 def cases(profile: Config) -> list[tuple[str, Config, int, bool]]:
@@ -29,6 +30,12 @@ def cases(profile: Config) -> list[tuple[str, Config, int, bool]]:
     return [
         ("profile", profile, 2, False),
         ("profile, 1 thread (a sweep worker)", profile, 1, False),
+        (
+            "profile, 1 thread, full-width discriminator",
+            profile.replace(discriminator_width=1.0),
+            1,
+            False,
+        ),
         ("profile, XLA", profile, 2, True),
         ("profile, mixed bfloat16", profile.replace(precision="mixed_bfloat16"), 2, False),
         ("full-scale shape", full.replace(precision="float32"), 2, False),

@@ -96,6 +96,11 @@ class Config:
         "authors': instance norm after LeakyReLU, softmax over 2 classes; seed's: affine BN "
         "before LeakyReLU, one sigmoid logit, Xavier init",
     )
+    discriminator_width: float = _f(
+        1.0,
+        "the discriminator's channels and FC units as a fraction of both codes' "
+        "(convs 48-128-192-192-128, FC 1024); < 1 only to scale a model down",
+    )
     # --- losses (modification 3) ---
     loss_defs: Literal["original", "seed"] = _f(
         "original",
@@ -311,6 +316,15 @@ def _check_values(cfg: Config) -> None:
         raise ConfigError(f"adam_epsilon: expected a positive value, got {cfg.adam_epsilon}")
     if not cfg.learning_rate > 0:
         raise ConfigError(f"learning_rate: expected a positive value, got {cfg.learning_rate}")
+    if not 0 < cfg.discriminator_width <= 1:
+        raise ConfigError(
+            f"discriminator_width: expected a fraction in (0, 1], got {cfg.discriminator_width}"
+        )
+    if cfg.init_checkpoint and cfg.discriminator == "seed" and cfg.discriminator_width != 1:
+        raise ConfigError(
+            "init_checkpoint loads the seed's full-width discriminator: "
+            f"discriminator_width must be 1, got {cfg.discriminator_width}"
+        )
     if cfg.blur_size % 2 == 0:
         raise ConfigError(f"blur_size: expected an odd kernel side, got {cfg.blur_size}")
 

@@ -310,6 +310,7 @@ def generator_from_config(cfg: Config) -> keras.Model:
 
 # conv 11x11/4 48, 5x5/2 128, 3x3 192, 3x3 192, 3x3/2 128 (both codes), then dense 1024.
 DISCRIMINATOR_CONVS = [(48, 11, 4), (128, 5, 2), (192, 3, 1), (192, 3, 1), (128, 3, 2)]
+DISCRIMINATOR_FC = 1024
 
 
 def build_discriminator(
@@ -317,6 +318,7 @@ def build_discriminator(
     kind: str = "original",
     io_space: str = "unit",
     name: str = "discriminator",
+    width: float = 1.0,
 ) -> keras.Model:
     """The texture discriminator on grayscale 0..1 patches [B, H, W, 1].
 
@@ -325,6 +327,7 @@ def build_discriminator(
     `seed`: each conv followed by (all but the first) an inference-mode BN (`Affine`) then
     LeakyReLU; dense 1024 + LeakyReLU; dense 1 -> the DSLR logit. Xavier kernels, zero biases.
     With `io_space='centred'` the patch is first centred as the seed does (gray of the mean).
+    `width` scales every conv's channels and the FC's units (rounded), nothing else.
     """
     gray = keras.Input(shape=(patch_size, patch_size, 1), name="gray")
     x = gray
@@ -332,7 +335,7 @@ def build_discriminator(
         x = Shift([-float(np.dot(GRAY_WEIGHTS, VGG_MEAN / 255.0))], name="centre")(x)
     init = "original" if kind == "original" else "xavier"
     for i, (filters, size, strides) in enumerate(DISCRIMINATOR_CONVS, start=1):
-        x = _conv((f"d_conv{i}", size, filters), init, strides=strides)(x)
+        x = _conv((f"d_conv{i}", size, round(filters * width)), init, strides=strides)(x)
         if kind == "seed" and i > 1:
             x = Affine(epsilon=1e-3, name=f"d_bn{i}")(x)
         x = LeakyReLU(negative_slope=0.2, name=f"d_lrelu{i}")(x)
@@ -342,7 +345,7 @@ def build_discriminator(
     x = layers.Flatten(name="d_flat")(x)
     kernel, _, bias = _INITS[init]
     dense = {"kernel_initializer": kernel, "bias_initializer": bias}
-    x = layers.Dense(1024, name="d_fc", **dense)(x)
+    x = layers.Dense(round(DISCRIMINATOR_FC * width), name="d_fc", **dense)(x)
     x = LeakyReLU(negative_slope=0.2, name="d_lrelu_fc")(x)
     if kind == "seed":
         out = layers.Dense(1, name="d_out", dtype="float32", **dense)(x)
@@ -352,4 +355,6 @@ def build_discriminator(
 
 
 def discriminator_from_config(cfg: Config) -> keras.Model:
-    return build_discriminator(cfg.patch_size, cfg.discriminator, cfg.io_space)
+    return build_discriminator(
+        cfg.patch_size, cfg.discriminator, cfg.io_space, width=cfg.discriminator_width
+    )

@@ -131,10 +131,16 @@ def profile_keys(profile: dict | str | None) -> tuple[dict, str]:
 
 
 def is_complete(run_dir: Path, cfg: Config) -> bool:
+    """Trained to the end with this very config. A run saved under another config (a profile
+    edited since) is not: executing it refuses, naming the keys that changed, instead of
+    reporting its old numbers under the new profile."""
     from dped.runs import read_metrics
 
     rows = read_metrics(run_dir)
-    return bool(rows) and int(rows[-1]["step"]) >= cfg.num_iters
+    if not rows or int(rows[-1]["step"]) < cfg.num_iters:
+        return False
+    saved = run_dir / "config.yaml"
+    return saved.is_file() and not Config.from_yaml(saved).diff(cfg)
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,19 @@ def test_discriminator_matches_the_original_layout():
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)
 
 
+def test_discriminator_width_scales_channels_and_fc_only():
+    full, half = build_discriminator(24, "seed"), build_discriminator(24, "seed", width=0.5)
+
+    def layout(disc):
+        convs = [lay for lay in disc.layers if isinstance(lay, keras.layers.Conv2D)]
+        return [(c.filters, c.kernel_size[0], c.strides[0]) for c in convs]
+
+    assert layout(half) == [(f // 2, k, s) for f, k, s in layout(full)]
+    assert half.get_layer("d_fc").units == 512
+    assert [lay.__class__ for lay in half.layers] == [lay.__class__ for lay in full.layers]
+    assert half(np.zeros((2, 24, 24, 1), np.float32)).shape == (2, 1)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -81,20 +81,26 @@ def test_the_undocumented_experiment_switches_one_silent_difference_per_run():
     assert switched == silent
 
 
+def finish(run_dir, job, psnr):
+    """A run folder as a finished run leaves it: its config and a last row at num_iters."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(job.config.to_yaml())
+    (run_dir / "metrics.csv").write_text(f"step,psnr\n{job.config.num_iters},{psnr}\n")
+
+
 def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = write_experiment(tmp_path)
+    jobs = {job.name: job for job in sweep.load_experiment(path, "cpu")[1]}
     done = tmp_path / "results" / "mini-ablation" / "seed-s0"
-    done.mkdir(parents=True)
-    (done / "metrics.csv").write_text("step,psnr\n3,20.0\n")
+    finish(done, jobs["seed-s0"], 20.0)
     calls = []
 
     def fake_run(job, notebook, results):
         calls.append(job.name)
         if job.name == "seed-no-augment-s0":
             raise RuntimeError("kernel died")
-        (results / job.name).mkdir()
-        (results / job.name / "metrics.csv").write_text("step,psnr\n3,21.5\n")
+        finish(results / job.name, job, 21.5)
 
     monkeypatch.setattr(sweep, "run_job", fake_run)
     reports = []
@@ -112,14 +118,16 @@ def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, c
     monkeypatch.setattr(
         sweep,
         "run_job",
-        lambda job, nb, res: (
-            calls.append(job.name)
-            or (res / job.name).mkdir(exist_ok=True)
-            or (res / job.name / "metrics.csv").write_text("step,psnr\n3,19\n")
-        ),
+        lambda job, nb, res: calls.append(job.name) or finish(res / job.name, job, 19.0),
     )
     assert sweep.main([str(path)]) == 0
     assert calls == ["seed-no-augment-s0"] and not error.exists()
+    # A finished run saved under another config (the profile edited since) is not complete.
+    stale = jobs["seed-s1"].config.replace(discriminator_width=0.5)
+    (done.parent / "seed-s1" / "config.yaml").write_text(stale.to_yaml())
+    calls.clear()
+    assert sweep.main([str(path)]) == 0
+    assert calls == ["seed-s1"]
     # A report that cannot be written fails the sweep, runs untouched.
     monkeypatch.setattr(sweep, "write_report", lambda results: False)
     assert sweep.main([str(path)]) == 1
