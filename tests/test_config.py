@@ -111,11 +111,6 @@ def test_unknown_key_names_the_closest_valid_one(tmp_path):
             "discriminator_width: expected a fraction in (0, 1], got 0.0",
         ),
         ({"discriminator_width": 2}, "discriminator_width: expected a fraction in (0, 1], got 2.0"),
-        (
-            {"discriminator": "seed", "discriminator_width": 0.5, "init_checkpoint": "ckpt"},
-            "init_checkpoint loads the seed's full-width discriminator: discriminator_width must "
-            "be 1, got 0.5",
-        ),
     ],
 )
 def test_bad_values_are_clear_errors(change, message):
