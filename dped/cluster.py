@@ -18,6 +18,18 @@ from collections.abc import Callable
 
 # Tasks of a worker that dies are rerun; after this many deaths the run is reported failed.
 ALLOWED_FAILURES = 3
+# A sweep's worker only waits on its run's kernel, which wants every cycle of its core. Dask's
+# default diagnostics wake the worker and its nanny hundreds of times a second (a stack sample
+# every 10 ms, a GIL probe every 1 ms, event-loop ticks, memory checks every 100 ms) and took
+# cycles from the kernels: benchmarks/dask_overhead.py measures both settings side by side.
+# The worker processes inherit them from the configuration the cluster starts under.
+QUIET = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.admin.system-monitor.interval": "2s",
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.memory.monitor-interval": "1s",
+}
 
 
 def run(
@@ -37,7 +49,7 @@ def run(
     distributed = _import_distributed()
     import dask
 
-    settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
+    settings = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES, **QUIET}
     with dask.config.set(settings), contextlib.ExitStack() as stack:
         # A local cluster is closed with the sweep, however it ends (Ctrl-C included).
         cluster = None if scheduler else stack.enter_context(local_cluster(workers))

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pandas as pd
 import psutil
@@ -135,3 +136,22 @@ def test_gpu_workers_follow_cuda_visible_devices(monkeypatch):
     assert cluster.visible_gpus() == ["2", "5"]
     with pytest.raises(ValueError, match="--workers 3: this machine has 2 GPUs"):
         cluster.local_cluster(3)
+
+
+def test_local_workers_start_without_dasks_sampling_diagnostics():
+    """The settings reach the worker processes, where the sampling ran beside the kernels."""
+    import functools
+
+    import dask
+
+    from dped import cluster
+
+    keys = ["distributed.worker.profile.enabled", "distributed.admin.system-monitor.gil.enabled"]
+    # dask.config.get(key, default) in the worker: the job is the default, so a key the worker
+    # does not have would come back as the job itself.
+    job, outcomes = types.SimpleNamespace(name="probe"), {}
+    for key in keys:
+        task = functools.partial(dask.config.get, key)
+        outcomes[key] = cluster.run([job], task, None, None, 1, lambda i, o: None)[0]
+    assert outcomes == dict.fromkeys(keys, False)
+    assert dask.config.get(keys[0]) is True  # only the sweep's cluster, not this process
