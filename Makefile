@@ -65,9 +65,11 @@ sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFI
 
 reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds; 2 local workers unless WORKERS/SCHEDULER), PSNR plots, summary.md
 	$(MAKE) data
+	@# A failed sweep does not stop the next; Ctrl-C (130) or a TERM (143) stops them all.
 	status=0; for exp in $(EXPERIMENTS); do \
 		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) $(or $(strip $(EXECUTOR)),--workers 2) \
 			|| status=$$?; \
+		case $$status in 130|143) exit $$status;; esac; \
 	done; exit $$status
 
 lab: setup ## JupyterLab on notebooks/ with the project's kernel ("Python (dped)")
