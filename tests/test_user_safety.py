@@ -3,6 +3,7 @@
 Each case runs the CLI in a subprocess, as a user would, on folders the tests make.
 """
 
+import contextlib
 import csv
 import hashlib
 import os
@@ -251,3 +252,40 @@ def test_make_reproduce_killed_mid_sweep_resumes_without_losing_or_doubling(tmp_
     for name in ("seed-s0", "seed-no-augment-s0"):
         assert metric_steps(results / "killed" / name) == [2, 4, 6]
     assert (results / "killed" / "summary.md").is_file()
+
+
+def test_ctrl_c_in_make_reproduce_stops_every_sweep_not_only_the_running_one(tmp_path):
+    cfg = make_dataset(tmp_path / "data", n_train=6, n_test=2, size=100)
+    profile = {"dataset_dir": cfg.dataset_dir, "phone": cfg.phone, "vgg_weights": "random"}
+    paths = []
+    for name in ("first", "second"):
+        spec = {
+            "name": name,
+            "seeds": {"tiny": [0]},
+            "runs": {"seed": {"preset": "seed"}},
+            "profiles": {"tiny": {**profile, "batch_size": 2, "num_iters": 1000}},
+        }
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(yaml.safe_dump(spec))
+    results = tmp_path / "results"
+    make = ["make", "-s", "reproduce", f"EXPERIMENTS={' '.join(map(str, paths))}"]
+    proc = subprocess.Popen(
+        [*make, "PROFILE=tiny", f"RESULTS={results}"],
+        cwd=REPO,
+        env=ENV,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (results / "first" / "experiment.yaml").exists():
+            time.sleep(0.1)
+        time.sleep(1.0)  # into the first sweep's start
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground group
+        # Without the fix the second sweep starts and trains on: the wait times out.
+        assert proc.wait(timeout=120) != 0
+        assert not (results / "second").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
