@@ -65,12 +65,8 @@ sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFI
 
 reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds; 2 local workers unless WORKERS/SCHEDULER), PSNR plots, summary.md
 	$(MAKE) data
-	@# A failed sweep does not stop the next; Ctrl-C (130) or a TERM (143) stops them all.
-	status=0; for exp in $(EXPERIMENTS); do \
-		$(BIN)/dped sweep $$exp --profile $(PROFILE) --results $(RESULTS) $(or $(strip $(EXECUTOR)),--workers 2) \
-			|| status=$$?; \
-		case $$status in 130|143) exit $$status;; esac; \
-	done; exit $$status
+	@# One queue for every experiment: no worker idles through an experiment's last run.
+	$(BIN)/dped sweep $(EXPERIMENTS) --profile $(PROFILE) --results $(RESULTS) $(or $(strip $(EXECUTOR)),--workers 2)
 
 lab: setup ## JupyterLab on notebooks/ with the project's kernel ("Python (dped)")
 	$(BIN)/jupyter lab notebooks/

@@ -99,15 +99,16 @@ def local_cluster(n: int):
     threads = max(1, (os.cpu_count() or 1) // n)
     specs = {}
     for i in range(n):
-        env = {"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else _thread_env(threads)
+        env = {"CUDA_VISIBLE_DEVICES": gpus[i]} if gpus else cpu_worker_env(threads)
         options = {"nthreads": 1, "env": env, "resources": {"GPU": 1} if gpus else {}}
         specs[f"worker-{i}"] = {"cls": distributed.Nanny, "options": options}
     scheduler = {"cls": distributed.Scheduler, "options": {"dashboard_address": ":0"}}
     return distributed.SpecCluster(workers=specs, scheduler=scheduler, name="dped-sweep")
 
 
-def _thread_env(threads: int) -> dict[str, str]:
-    """TensorFlow (and oneDNN's OpenMP) read these when the run's kernel imports them."""
+def cpu_worker_env(threads: int) -> dict[str, str]:
+    """A CPU worker's share of the cores: TensorFlow (and oneDNN's OpenMP) read these when a
+    run's kernel imports them."""
     n = str(threads)
     return {"TF_NUM_INTRAOP_THREADS": n, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": n}
 

@@ -28,10 +28,10 @@ from dped.data import Split, pair_dataset
 # training batch), so this sets only the speed: at the cpu profile's small patches a pass over a
 # training batch's few patches costs more in per-call overhead than in arithmetic.
 EVAL_BATCH = 64
-# The test loss terms (two VGG-19 passes and three discriminator passes per patch) are
-# diagnostics, read from the first TERM_PATCHES test patches (the same ones every evaluation;
-# whole batches, so at least this many); the metrics, the verdict, from every test patch.
-TERM_PATCHES = 64
+# The test loss terms (two VGG-19 passes and three discriminator passes per patch: several
+# times the generator's cost) are diagnostics, read from the first TERM_PATCHES test patches,
+# the same ones every evaluation; the metrics, the verdict, from every test patch.
+TERM_PATCHES = 32
 
 
 def _to_uint8(images) -> np.ndarray:
@@ -57,10 +57,7 @@ def _structural(shape: tuple[int, int, int]):
 
     @tf.function(input_signature=[spec, spec])
     def both(enhanced, dslr):
-        return (
-            metrics.ssim(enhanced, dslr, per_patch=True),
-            metrics.ms_ssim(enhanced, dslr, per_patch=True),
-        )
+        return metrics.ssim_and_ms_ssim(enhanced, dslr, per_patch=True)
 
     return both
 
@@ -73,6 +70,9 @@ class PairMetrics:
             ("mse", "ssim", "ms_ssim", "psnr_dslr_enhanced", "psnr_phone_enhanced"), 0.0
         )
         self.squares = 0.0  # of the per-patch DSLR PSNRs: their standard error
+        # Per patch, PSNR minus the phone patch's own (the identity baseline's) PSNR: every
+        # comparison is on the same patches, so its noise is this paired difference's.
+        self.gains, self.gain_squares = 0.0, 0.0
         self.count = 0
 
     def update(self, phone, enhanced, dslr) -> None:
@@ -83,6 +83,9 @@ class PairMetrics:
         per_patch = patch_psnr(enhanced_u8, _to_uint8(dslr))
         self.sums["psnr_dslr_enhanced"] += float(per_patch.sum())
         self.squares += float(np.square(per_patch).sum())
+        gain = per_patch - patch_psnr(_to_uint8(phone), _to_uint8(dslr))
+        self.gains += float(gain.sum())
+        self.gain_squares += float(np.square(gain).sum())
         self.sums["psnr_phone_enhanced"] += float(patch_psnr(enhanced_u8, _to_uint8(phone)).sum())
         ssim, ms_ssim = _structural(enhanced.shape[1:])(enhanced, dslr.astype(np.float32))
         self.sums["ssim"] += float(np.sum(ssim))
@@ -94,11 +97,21 @@ class PairMetrics:
         out = {"psnr_mse": float(10 * np.log10(1.0 / means.pop("mse"))), **means}
         out["psnr"] = out["psnr_mse" if protocol == "original" else "psnr_dslr_enhanced"]
         # The evaluation's own noise: how far another draw of as many patches could move the
-        # seed protocol's mean (to set beside the spread over training seeds).
-        variance = self.squares / self.count - means["psnr_dslr_enhanced"] ** 2
-        n = self.count
-        out["psnr_dslr_enhanced_se"] = float(np.sqrt(max(variance, 0.0) * n / max(n - 1, 1) / n))
+        # seed protocol's mean, and its gain over the identity baseline on those patches (to
+        # set beside the spread over training seeds).
+        out["psnr_dslr_enhanced_se"] = _standard_error(
+            self.squares, means["psnr_dslr_enhanced"], self.count
+        )
+        out["psnr_gain_se"] = _standard_error(
+            self.gain_squares, self.gains / self.count, self.count
+        )
         return {"psnr": out.pop("psnr"), **out, "patches": self.count}
+
+
+def _standard_error(squares: float, mean: float, n: int) -> float:
+    """Of the mean of n values, from the sum of their squares and their mean."""
+    variance = max(squares / n - mean**2, 0.0) * n / max(n - 1, 1)
+    return float(np.sqrt(variance / n))
 
 
 @dataclass
@@ -116,13 +129,15 @@ def evaluate(model, split: Split, cfg: Config, samples: int = 4) -> Evaluation:
 
     acc, sums, count, grid = PairMetrics(), {}, 0, None
     for phone, dslr in _test_batches(split, cfg):
-        n = int(phone.shape[0])
-        if count < TERM_PATCHES:
+        k = min(int(phone.shape[0]), TERM_PATCHES - count)
+        if k > 0:
             # Alternate sides by the patch's place in the test set, not in its batch.
-            swaps = tf.constant((count + np.arange(n)) % 2, tf.int32)
-            terms, enhanced = batch_terms(model, phone, dslr, swaps)
-            sums = {k: sums.get(k, 0.0) + n * float(v) for k, v in terms.items()}
-            count += n
+            swaps = tf.constant((count + np.arange(k)) % 2, tf.int32)
+            terms, enhanced = batch_terms(model, phone[:k], dslr[:k], swaps)
+            sums = {name: sums.get(name, 0.0) + k * float(v) for name, v in terms.items()}
+            count += k
+            if k < phone.shape[0]:
+                enhanced = tf.concat([enhanced, model.enhance(phone[k:])], axis=0)
         else:
             enhanced = model.enhance(phone)
         acc.update(phone, enhanced, dslr)

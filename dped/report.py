@@ -25,6 +25,7 @@ from dped.runs import IDENTITY_FILE, atomic_write, load_config, metrics_table, r
 # the one its README's 20-21 dB are measured in. `paper` runs headline the other one.
 PSNR = "psnr_dslr_enhanced"
 SE = "psnr_dslr_enhanced_se"  # its standard error over the test patches
+GAIN_SE = "psnr_gain_se"  # that of its gain over the identity baseline, paired by patch
 TAIL = 0.3  # a curve has flattened when its last 30% of iterations add little (see _tail_gain)
 
 
@@ -71,7 +72,7 @@ def collect(results: str | Path, only: str | None = None) -> pd.DataFrame:
             folder = Path(results) / run_name(run, seed)
             if finished(folder):
                 rows.append({"run": run, "seed": seed, **_final(folder)})
-    columns = ["run", "seed", "steps", "psnr", "psnr_se", "tail_gain", "ssim", "ms_ssim"]
+    columns = ["run", "seed", "steps", "psnr", "psnr_se", "gain_se", "tail_gain", "ssim", "ms_ssim"]
     return pd.DataFrame(rows, columns=[*columns, "wall_s", "folder"])
 
 
@@ -82,7 +83,9 @@ def _final(folder: Path) -> dict:
     return {
         "steps": int(last["step"]),
         "psnr": psnr.iloc[-1],
-        "psnr_se": last[SE] if SE in m else float("nan"),  # older runs did not record it
+        # Older runs did not record them.
+        "psnr_se": last[SE] if SE in m else float("nan"),
+        "gain_se": last[GAIN_SE] if GAIN_SE in m else float("nan"),
         "tail_gain": _tail_gain(m["step"], psnr),
         "ssim": last["ssim"],
         "ms_ssim": last["ms_ssim"],
@@ -122,7 +125,7 @@ def collect_experiment(results: str | Path) -> pd.DataFrame:
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation and count of defined values over seeds (the authors' MS-SSIM is
     NaN where a contrast term goes negative, as happens early in training)."""
-    metrics = ["psnr", "psnr_se", "tail_gain", "ssim", "ms_ssim", "wall_s"]
+    metrics = ["psnr", "psnr_se", "gain_se", "tail_gain", "ssim", "ms_ssim", "wall_s"]
     stats = runs.groupby("run", sort=False)[metrics].agg(["mean", "std", "count"])
     stats["seeds"] = runs.groupby("run", sort=False)["seed"].count()
     return stats
@@ -352,20 +355,23 @@ def _results_lines(table: pd.DataFrame, identity: dict | None) -> list[str]:
     lines += [
         "PSNR: the seed's protocol (mean of per-patch PSNRs of uint8 outputs) for every run, mean "
         "+- standard deviation over seeds. *vs identity*: PSNR minus the identity baseline. "
-        "*eval SE*: the standard error of a run's PSNR over the test patches (the evaluation's "
-        "own noise, mean over seeds), to set beside the spread over seeds. *last 30%*: the PSNR "
+        "The evaluation's own noise, to set beside the spread over seeds (means over seeds): "
+        "*eval SE*, the standard error of a run's PSNR over the test patches; *gain SE*, that of "
+        "its gain over the identity baseline, patch by patch (every run and the baseline see the "
+        "same patches, so *vs identity* and every effect carry this one). *last 30%*: the PSNR "
         "gained over the last 30% of the iterations (a flattened curve gains little there).",
         "",
-        "| run | seeds | PSNR (dB) | vs identity (dB) | eval SE (dB) | last 30% (dB) | SSIM "
-        "| MS-SSIM | wall time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | seeds | PSNR (dB) | vs identity (dB) | eval SE (dB) | gain SE (dB) "
+        "| last 30% (dB) | SSIM | MS-SSIM | wall time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run, r in table.iterrows():
-        se = r["psnr_se", "mean"]
+        se, gain_se = r["psnr_se", "mean"], r["gain_se", "mean"]
         lines.append(
             f"| {run} | {int(r[('seeds', '')])} | {_cell(r, 'psnr', 2)} | "
             f"{_cell(r, 'psnr', 2, ident) if identity else '—'} | "
-            f"{'—' if pd.isna(se) else f'{se:.2f}'} | {_cell(r, 'tail_gain', 2)} | "
+            f"{'—' if pd.isna(se) else f'{se:.2f}'} | "
+            f"{'—' if pd.isna(gain_se) else f'{gain_se:.2f}'} | {_cell(r, 'tail_gain', 2)} | "
             f"{_cell(r, 'ssim', 4)} | {_cell(r, 'ms_ssim', 4)} | {_cell(r, 'wall_s', 0)} |"
         )
     return lines

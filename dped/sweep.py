@@ -1,6 +1,6 @@
 """The papermill sweep: one executed `DPED-main.ipynb` per run and seed of an experiment YAML.
 
-    python -m dped.sweep experiments/ablations.yaml --profile cpu
+    python -m dped.sweep experiments/ablations.yaml [experiments/undocumented.yaml] --profile cpu
 
 Each run's notebook goes to results/<experiment>/<run>-s<seed>.ipynb, beside its run folder
 results/<experiment>/<run>-s<seed>/. A rerun skips runs whose metrics reached num_iters and
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import os
 import sys
 import threading
@@ -247,17 +246,25 @@ def _ipc_kernel_manager() -> type:
     return IPCKernelManager
 
 
-def sweep(
-    path: str | Path,
-    profile: str,
-    results_dir: str | Path = "results",
-    executor: str = "local",
-    scheduler: str | None = None,
-    workers: int | None = None,
-) -> int:
-    """Run every job not yet complete, here one after another (`local`) or as Dask tasks
-    (`dask`: on the cluster at `scheduler`, or on a local one of `workers`); prints a line per
-    run as it ends and returns the number of failed runs."""
+@dataclass(frozen=True)
+class Placed:
+    """A job with where it runs from and writes to: the unit of work of every executor."""
+
+    job: Job
+    notebook: Path
+    results: Path
+
+    @property
+    def name(self) -> str:
+        return self.job.name
+
+
+def execute_placed(placed: Placed) -> Outcome:
+    return execute(placed.job, placed.notebook, placed.results)
+
+
+def prepare(path: str | Path, profile: str, results_dir: str | Path) -> tuple[dict, list[Placed]]:
+    """An experiment's header and its jobs, placed; writes the experiment.yaml its report reads."""
     spec, jobs = load_experiment(path, profile)
     # Absolute: the notebooks work from the repository root, Dask workers from anywhere.
     results = (Path(results_dir) / spec["name"]).resolve()
@@ -267,29 +274,56 @@ def sweep(
     copy = yaml.safe_dump(spec, sort_keys=False)
     atomic_write(results / "experiment.yaml", copy.encode())
     notebook = project_root() / spec.get("notebook", "notebooks/DPED-main.ipynb")
+    return spec, [Placed(job, notebook, results) for job in jobs]
+
+
+def sweep(
+    paths: str | Path | list,
+    profile: str,
+    results_dir: str | Path = "results",
+    executor: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
+) -> int:
+    """Run every job not yet complete of one experiment or several (in the order given, one
+    queue: no worker waits for an experiment's last run), here one after another (`local`) or
+    as Dask tasks (`dask`: on the cluster at `scheduler`, or on a local one of `workers`);
+    prints a line per run as it ends, then each experiment's report; returns the number of
+    failed runs (and reports)."""
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    experiments = [prepare(path, profile, results_dir) for path in paths]
+    units = [placed for _, placed in experiments for placed in placed]
 
     def report(i: int, outcome: Outcome) -> None:
-        print(outcome.line(i, len(jobs)), flush=True)
+        print(outcome.line(i, len(units)), flush=True)
 
-    with EvaluationWatch(results, jobs):  # each evaluation a line, as it lands
+    with contextlib.ExitStack() as watches:
+        for _, placed in experiments:  # each evaluation a line, as it lands
+            jobs = [p.job for p in placed]
+            watches.enter_context(EvaluationWatch(placed[0].results, jobs))
         if executor == "local":
             outcomes = []
-            for i, job in enumerate(jobs, start=1):
-                outcomes.append(execute(job, notebook, results))
+            for i, placed in enumerate(units, start=1):
+                outcomes.append(execute_placed(placed))
                 report(i, outcomes[-1])
         else:
             from dped import cluster
 
-            task = functools.partial(execute, notebook=notebook, results=results)
-            outcomes = cluster.run(jobs, task, _lost, scheduler, workers, report)
-    failed = [o.name for o in outcomes if o.status == "failed"]
+            outcomes = cluster.run(units, execute_placed, _lost, scheduler, workers, report)
+    failed = {o.name for o in outcomes if o.status == "failed"}
+    return sum(_close(spec, placed, failed, profile, executor) for spec, placed in experiments)
+
+
+def _close(spec: dict, placed: list[Placed], failed: set, profile: str, executor: str) -> int:
+    """An experiment's closing line and report; the number of its failed runs (and report)."""
+    mine = [p.name for p in placed if p.name in failed]
     print(
-        f"sweep {spec['name']} ({profile}, {executor}): {len(jobs) - len(failed)} of "
-        f"{len(jobs)} runs complete" + (f"; failed: {', '.join(failed)}" if failed else "")
+        f"sweep {spec['name']} ({profile}, {executor}): {len(placed) - len(mine)} of "
+        f"{len(placed)} runs complete" + (f"; failed: {', '.join(mine)}" if mine else "")
     )
-    if len(failed) < len(jobs):
-        failed += [] if write_report(results) else ["report"]
-    return len(failed)
+    if len(mine) < len(placed) and not write_report(placed[0].results):
+        return len(mine) + 1
+    return len(mine)
 
 
 class EvaluationWatch:
@@ -334,8 +368,8 @@ class EvaluationWatch:
             self.seen[job.name] = max(self.seen[job.name], len(rows))
 
 
-def _lost(job: Job, error: str) -> Outcome:
-    return Outcome(job.name, "failed", error=error)
+def _lost(placed: Placed, error: str) -> Outcome:
+    return Outcome(placed.name, "failed", error=error)
 
 
 def write_report(results: Path) -> bool:
@@ -372,7 +406,11 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """`dped sweep`'s arguments (also `python -m dped.sweep`)."""
-    parser.add_argument("experiment", help="experiments/<name>.yaml")
+    parser.add_argument(
+        "experiment",
+        nargs="+",
+        help="experiments/<name>.yaml; several run as one queue, in the order given",
+    )
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--results", default="results", help="results root (default results)")
     parser.add_argument(

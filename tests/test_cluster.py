@@ -2,6 +2,7 @@
 worker killed mid-run loses no run, deterministic runs match the local executor's, and the run
 folder's lock keeps a second trainer out."""
 
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import yaml
 from conftest import REPO, make_dataset, user_env
 
-from dped import runs, sweep
+from dped import cluster, runs, sweep
 
 pytest.importorskip("distributed", reason="the dask executor needs pip install 'dped[cluster]'")
 
@@ -47,8 +48,8 @@ def experiment(tmp_path, seeds, runs_):
 
 def start_sweep(path, results, *args, threads=None):
     env = user_env()
-    if threads:  # what each of the 2 workers gets on this 2-core machine
-        env.update(TF_NUM_INTRAOP_THREADS=str(threads), TF_NUM_INTEROP_THREADS="1")
+    if threads:  # the environment each of the 2 workers gets on this 2-core machine
+        env.update(cluster.cpu_worker_env(threads))
     cmd = [sys.executable, "-m", "dped.sweep", str(path), "--results", str(results), *args]
     return subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -88,6 +89,9 @@ def test_two_workers_lose_no_run_to_a_killed_worker_and_match_the_local_executor
         assert steps == [2, 4, 6, 8], (name, steps)
     notebook = (killed.parent / f"{killed.name}.ipynb").read_text()
     assert "resumed at step" in notebook  # the rerun continued from the checkpoint
+    # The worker's environment reached the run's kernel, which recorded it.
+    recorded = json.loads((tmp_path / "dask" / "tiny" / "seed-s0" / "environment.json").read_text())
+    assert recorded["intra_op_threads"] == 1
 
     # The local executor, with the thread count each worker had (1 of 2 cores): identical.
     one = experiment(tmp_path / "local", [0], {"seed": runs_["seed"]})

@@ -22,6 +22,26 @@ def test_pair_metrics_give_the_per_patch_mean_and_its_standard_error_over_batche
     assert result["psnr_dslr_enhanced_se"] == pytest.approx(want_se, rel=1e-9)
 
 
+def test_the_gain_over_identity_has_the_paired_standard_error_over_patches():
+    """Patches differ in difficulty much more than the gain differs between them: the SE of
+    the gain (each patch's PSNR minus the phone patch's own) is the paired one, far below
+    the SE of the PSNR itself."""
+    rng = np.random.default_rng(1)
+    dslr = rng.random((9, 12, 12, 3), dtype=np.float32)
+    level = np.linspace(0.02, 0.2, 9)[:, None, None, None]
+    noise = rng.normal(0, 1, dslr.shape)
+    phone = np.clip(dslr + level * noise, 0, 1).astype(np.float32)
+    enhanced = np.clip(dslr + 0.7 * level * noise + rng.normal(0, 0.002, dslr.shape), 0, 1)
+    metrics = PairMetrics()
+    for part in (slice(0, 5), slice(5, 9)):
+        metrics.update(phone[part], enhanced[part].astype(np.float32), dslr[part])
+    result = metrics.result("seed")
+    as_u8 = lambda x: np.rint(np.clip(np.float64(x), 0, 1) * 255.0)  # noqa: E731
+    gain = patch_psnr(as_u8(enhanced), as_u8(dslr)) - patch_psnr(as_u8(phone), as_u8(dslr))
+    assert result["psnr_gain_se"] == pytest.approx(gain.std(ddof=1) / 3.0, rel=1e-9)
+    assert result["psnr_gain_se"] < result["psnr_dslr_enhanced_se"] / 5
+
+
 @pytest.mark.parametrize("name", ["paper", "seed"])
 def test_evaluation_numbers_do_not_depend_on_the_evaluation_batch(name, tmp_path, monkeypatch):
     """The authors' texture and discriminator losses sum over a batch: evaluated 7 patches at a
@@ -58,3 +78,15 @@ def test_evaluation_numbers_do_not_depend_on_the_evaluation_batch(name, tmp_path
     for key, value in results[7].items():
         if not key.startswith("test_"):
             assert fewer[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    # Fewer than a batch: the first batch is split, terms from its first 2 patches (as when the
+    # batches hold 2), the enhanced patches of the rest joined on in order.
+    monkeypatch.setattr(evaluation, "TERM_PATCHES", 2)
+    split = evaluation.evaluate(model, files.test, cfg).metrics
+    monkeypatch.setattr(evaluation, "EVAL_BATCH", 2)
+    whole = evaluation.evaluate(model, files.test, cfg).metrics
+    assert split.keys() == whole.keys()
+    for key, value in whole.items():
+        assert split[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    for key, value in results[7].items():
+        if not key.startswith("test_"):
+            assert split[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

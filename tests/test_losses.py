@@ -146,6 +146,36 @@ def test_per_patch_ssim_and_ms_ssim_equal_single_patch_calls():
         assert len(set(np.round(batched, 6))) == 3  # really one value per patch
 
 
+def test_ssim_filters_with_the_originals_2d_window_and_shares_ms_ssims_first_scale():
+    from scipy import signal
+
+    rng = np.random.default_rng(4)
+    a = rng.random((2, 24, 24, 3))
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
+    # The original's _FSpecialGauss(11, 1.5) and 'valid' filtering, written out in 2-D.
+    x, y = np.mgrid[-5:6, -5:6]
+    window = np.exp(-((x**2 + y**2) / (2.0 * 1.5**2)))
+    window /= window.sum()
+
+    def filt(t):
+        return np.stack([signal.convolve(t[..., c], window, mode="valid") for c in range(3)], -1)
+
+    expected = []
+    for i in range(2):
+        mu1, mu2 = filt(a[i]), filt(b[i])
+        s11, s22 = filt(a[i] ** 2) - mu1**2, filt(b[i] ** 2) - mu2**2
+        s12 = filt(a[i] * b[i]) - mu1 * mu2
+        c1, c2 = 0.01**2, 0.03**2
+        ssim_map = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / (
+            (mu1**2 + mu2**2 + c1) * (s11 + s22 + c2)
+        )
+        expected.append(ssim_map.mean())
+    ssim, ms_ssim = metrics.ssim_and_ms_ssim(a, b, per_patch=True)
+    np.testing.assert_allclose(ssim.numpy(), expected, rtol=1e-6)
+    np.testing.assert_array_equal(ssim.numpy(), metrics.ssim(a, b, per_patch=True).numpy())
+    np.testing.assert_array_equal(ms_ssim.numpy(), metrics.ms_ssim(a, b, per_patch=True).numpy())
+
+
 def test_blur_in_two_passes_equals_the_2d_depthwise_convolution_and_refuses_other_kernels():
     import tensorflow as tf
 

@@ -45,6 +45,7 @@ def write_sweep(root, finals, name="mini", extra=None, identity=IDENTITY):
                     "psnr": [10.0] * 10,  # the other protocol: the report must not read it
                     "psnr_dslr_enhanced": [final - (1000 - s) / 100 for s in steps],
                     "psnr_dslr_enhanced_se": [0.1] * 10,
+                    "psnr_gain_se": [0.04] * 10,
                     "ssim": [0.6] * 10,
                     "ms_ssim": [0.9] * 10,
                     "patches": [50] * 10,
@@ -84,7 +85,7 @@ def test_build_writes_the_summary_numbers_and_figures(tmp_path):
         "- patch 32 instead of 100.\n\nKeys: patch_size: 32.\n"
     )
     assert "PSNR 17.00 dB over 50 test patches, MS-SSIM 0.8000" in text
-    assert "| seed | 3 | 21.00 +- 1.00 | 4.00 +- 1.00 | 0.10 | 3.00 +- 0.00 |" in text
+    assert "| seed | 3 | 21.00 +- 1.00 | 4.00 +- 1.00 | 0.10 | 0.04 | 3.00 +- 0.00 |" in text
     assert "| the seed-no-augment change | 1.00 +- 0.00 | 3 | helps |" in text
     assert "Runs use random VGG-19 weights" in text
     assert (results / "psnr_curves.png").stat().st_size > 10_000

@@ -21,6 +21,35 @@ def write_experiment(tmp_path, notebook="notebooks/DPED-main.ipynb"):
     return path
 
 
+def test_several_experiments_run_as_one_queue_in_order_then_each_reports(tmp_path, monkeypatch):
+    first = write_experiment(tmp_path)
+    second = tmp_path / "second.yaml"
+    spec = yaml.safe_load(first.read_text()) | {"name": "second", "seeds": {"cpu": [5]}}
+    second.write_text(yaml.safe_dump(spec))
+    ran, reported = [], []
+
+    def fake_execute(job, notebook, results):
+        ran.append(f"{results.name}/{job.name}")
+        status = "failed" if job.name == "seed-no-augment-s5" else "done"
+        return sweep.Outcome(job.name, status, 1.0, 20.0)
+
+    monkeypatch.setattr(sweep, "execute", fake_execute)
+    monkeypatch.setattr(sweep, "write_report", lambda results: reported.append(results.name) or 1)
+    failed = sweep.sweep([first, second], "cpu", tmp_path / "results")
+    assert ran == [
+        *(
+            f"mini-ablation/{n}"
+            for n in ("seed-s0", "seed-s1", "seed-no-augment-s0", "seed-no-augment-s1")
+        ),
+        "second/seed-s5",
+        "second/seed-no-augment-s5",
+    ]
+    assert reported == ["mini-ablation", "second"]  # the borrowing experiment after its source
+    assert failed == 1
+    for name in ("mini-ablation", "second"):
+        assert (tmp_path / "results" / name / "experiment.yaml").is_file()
+
+
 def test_experiment_expands_runs_seeds_and_profile(tmp_path):
     _, jobs = sweep.load_experiment(write_experiment(tmp_path), "cpu")
     assert [j.name for j in jobs] == [
