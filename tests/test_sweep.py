@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from dped import sweep
+from dped import experiment, sweep
 from dped.config import ConfigError, preset
 
 
@@ -51,7 +51,7 @@ def test_several_experiments_run_as_one_queue_in_order_then_each_reports(tmp_pat
 
 
 def test_experiment_expands_runs_seeds_and_profile(tmp_path):
-    _, jobs = sweep.load_experiment(write_experiment(tmp_path), "cpu")
+    _, jobs = experiment.load_experiment(write_experiment(tmp_path), "cpu")
     assert [j.name for j in jobs] == [
         "seed-s0",
         "seed-s1",
@@ -63,11 +63,11 @@ def test_experiment_expands_runs_seeds_and_profile(tmp_path):
         augment=False, batch_size=2, num_iters=3, seed=0, name="seed-no-augment-s0"
     )
     with pytest.raises(ConfigError, match="unknown profile 'gpu': expected one of cpu"):
-        sweep.load_experiment(write_experiment(tmp_path), "gpu")
+        experiment.load_experiment(write_experiment(tmp_path), "gpu")
 
 
 def test_the_ablations_revert_each_readme_modification_inside_the_seed():
-    _, jobs = sweep.load_experiment("experiments/ablations.yaml", "cpu")
+    _, jobs = experiment.load_experiment("experiments/ablations.yaml", "cpu")
     configs = {j.name.rsplit("-s", 1)[0]: j.config for j in jobs}
     assert {j.config.seed for j in jobs} == {0, 1, 2}  # three seeds: effects with a spread
     seed = configs["seed"]
@@ -83,10 +83,12 @@ def test_the_ablations_revert_each_readme_modification_inside_the_seed():
 def test_the_undocumented_experiment_switches_one_silent_difference_per_run():
     from dped.config import SEED_SOURCES
 
-    spec, jobs = sweep.load_experiment("experiments/undocumented.yaml", "cpu")
+    spec, jobs = experiment.load_experiment("experiments/undocumented.yaml", "cpu")
     configs = {j.name.rsplit("-s", 1)[0]: j for j in jobs}
     # Its baseline is the seed runs of the ablation sweep, with the same profile and seeds.
-    source, borrowed = sweep.load_experiment(f"experiments/{spec['baseline_from']}.yaml", "cpu")
+    source, borrowed = experiment.load_experiment(
+        f"experiments/{spec['baseline_from']}.yaml", "cpu"
+    )
     assert source["seeds"]["cpu"] == spec["seeds"]["cpu"]
     configs["seed"] = next(j for j in borrowed if j.name == "seed-s0")
     seed, paper = configs["seed"].config, preset("paper")
@@ -120,7 +122,7 @@ def finish(run_dir, job, psnr):
 def test_sweep_skips_complete_runs_and_records_failures(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = write_experiment(tmp_path)
-    jobs = {job.name: job for job in sweep.load_experiment(path, "cpu")[1]}
+    jobs = {job.name: job for job in experiment.load_experiment(path, "cpu")[1]}
     done = tmp_path / "results" / "mini-ablation" / "seed-s0"
     finish(done, jobs["seed-s0"], 20.0)
     calls = []
@@ -256,7 +258,7 @@ def test_a_bad_experiment_is_refused_before_any_run_with_its_file_and_line(tmp_p
 def test_the_sweep_prints_each_evaluation_as_it_lands(tmp_path):
     from dped.runs import write_metrics
 
-    _, jobs = sweep.load_experiment(write_experiment(tmp_path), "cpu")
+    _, jobs = experiment.load_experiment(write_experiment(tmp_path), "cpu")
     results = tmp_path / "results"
     (results / "seed-s0").mkdir(parents=True)
     write_metrics(results / "seed-s0", [{"step": 1, "psnr": 15.0}])  # there before the sweep
@@ -292,7 +294,7 @@ def test_a_runs_kernel_starts_without_dasks_malloc_trim_setting(tmp_path, monkey
     nb.metadata = nbformat.read("notebooks/DPED-main.ipynb", 4).metadata  # its kernel
     notebook = tmp_path / "env.ipynb"
     nbformat.write(nb, notebook)
-    job = sweep.Job("env-s0", "seed", {}, preset("seed"))
+    job = experiment.Job("env-s0", "seed", {}, preset("seed"))
     sweep.run_job(job, notebook, tmp_path)
     env = json.loads((tmp_path / "env-s0").read_text())
     assert "MALLOC_TRIM_THRESHOLD_" not in env
