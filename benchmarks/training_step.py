@@ -7,7 +7,7 @@ this machine) and 1 thread (one of `make reproduce`'s two sweep workers), with t
 discriminator the profile scales down (1 thread), the same step under XLA
 and in mixed bfloat16 (the choices the profile makes against them), and the full-scale shape
 (patches 100, width 64, batch 50). Each case runs in a fresh process: threads are fixed at
-TensorFlow's start.
+TensorFlow's start; the 1-thread cases in interleaved rounds (ROUNDS).
 """
 
 from __future__ import annotations
@@ -95,31 +95,60 @@ def training_case(cfg: Config, threads: int, xla: bool) -> dict:
     return {"seconds": seconds, "gflops": gflops, "peak": peak, "rss_gb": peak_rss_gb()}
 
 
+# The 1-thread cases are compared with each other (the profile's choices against a sweep
+# worker's step): they run in turn, round by round, each round in fresh processes, so that a
+# drift in this machine's speed reaches each alike; the ratio is the median of the rounds'.
+ROUNDS = 3
+REFERENCE = "profile, 1 thread (a sweep worker)"
+
+
+def measure(listed: list) -> dict[str, list[dict]]:
+    """Each case's measurements: one, or ROUNDS for the 1-thread cases, interleaved."""
+    runs = {label: [] for label, *_ in listed}
+    paired = [case for case in listed if case[2] == 1]
+    for _ in range(ROUNDS):
+        for label, cfg, threads, xla in paired:
+            runs[label].append(in_fresh_process(training_case, cfg, threads, xla))
+    for label, cfg, threads, xla in listed:
+        if not runs[label]:
+            runs[label].append(in_fresh_process(training_case, cfg, threads, xla))
+    return runs
+
+
 def training(args) -> list[dict]:
-    profile = Config.from_yaml(args.config)
+    listed = cases(Config.from_yaml(args.config))
+    runs = measure(listed)
     rows = []
-    for label, cfg, threads, xla in cases(profile):
-        r = in_fresh_process(training_case, cfg, threads, xla)
-        rate = r["gflops"] / r["seconds"]
-        rows.append(
-            {
-                "case": label,
-                "patch": cfg.patch_size,
-                "width": cfg.filters,
-                "batch": cfg.batch_size,
-                "precision": cfg.precision,
-                "threads": threads,
-                "s/iteration": r["seconds"],
-                "GFLOP/iteration": r["gflops"],
-                "GFLOP/s": rate,
-                "conv peak GFLOP/s": r["peak"],
-                "% peak": 100 * rate / r["peak"],
-                "peak RSS GB": r["rss_gb"],
-            }
-        )
+    for label, cfg, threads, _ in listed:
+        seconds = statistics.median(r["seconds"] for r in runs[label])
+        gflops, peak = runs[label][0]["gflops"], statistics.median(r["peak"] for r in runs[label])
+        rate = gflops / seconds
+        row = {
+            "case": label,
+            "patch": cfg.patch_size,
+            "width": cfg.filters,
+            "batch": cfg.batch_size,
+            "precision": cfg.precision,
+            "threads": threads,
+            "s/iteration": seconds,
+            "GFLOP/iteration": gflops,
+            "GFLOP/s": rate,
+            "conv peak GFLOP/s": peak,
+            "% peak": 100 * rate / peak,
+            "peak RSS GB": max(r["rss_gb"] for r in runs[label]),
+        }
+        if len(runs[label]) > 1:
+            row["rounds ms"] = " ".join(f"{1000 * r['seconds']:.1f}" for r in runs[label])
+            pairs = zip(runs[label], runs[REFERENCE])
+            row["x sweep worker"] = statistics.median(a["seconds"] / b["seconds"] for a, b in pairs)
+        rows.append(row)
         print(
-            f"training  {label:34} {r['seconds'] * 1000:8.1f} ms/iteration  "
-            f"{r['gflops']:7.2f} GFLOP  {rate:6.1f} GFLOP/s ({100 * rate / r['peak']:.0f}% of "
-            f"{r['peak']:.0f})"
+            f"training  {label:44} {seconds * 1000:8.1f} ms/iteration  "
+            f"{gflops:7.2f} GFLOP  {rate:6.1f} GFLOP/s ({100 * rate / peak:.0f}% of {peak:.0f})"
+            + (
+                f"  x{row['x sweep worker']:.2f} of the sweep worker's"
+                if "rounds ms" in row
+                else ""
+            )
         )
     return rows
