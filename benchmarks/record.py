@@ -36,13 +36,30 @@ def peak_rss_gb() -> float:
 
 
 def in_fresh_process(fn, *args):
-    """fn(*args) in a new interpreter: its peak RSS and thread settings are its own."""
+    """fn(*args) in a new interpreter: its peak RSS and thread settings are its own. It ends
+    with the bench: a case left running after its bench is killed would load every later one."""
     import concurrent.futures
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=context, initializer=_end_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         return pool.submit(fn, *args).result()
+
+
+def _end_with_parent(parent: int) -> None:
+    """Ask Linux for a SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def conv_peak_gflops(precision: str = "float32") -> float:

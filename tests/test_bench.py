@@ -136,3 +136,33 @@ def test_the_scratch_disk_rates_are_measured():
 
     disk = scratch_disk(0.05)
     assert disk["write GB/s"] > 0 and disk["read GB/s"] > 0
+
+
+def test_a_case_process_ends_when_its_bench_is_killed(tmp_path):
+    """A bench killed by pid (not Ctrl-C to its group) once left its case running for minutes,
+    loading the next bench's every measurement."""
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    pid_file = tmp_path / "case.pid"
+    script = (
+        "import os, sys, time; sys.path.insert(0, 'benchmarks'); import record\n"
+        "def case(path):\n"
+        "    open(path, 'w').write(str(os.getpid())); time.sleep(120)\n"
+        f"if __name__ == '__main__': record.in_fresh_process(case, {str(pid_file)!r})\n"
+    )
+    (tmp_path / "bench_like.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "bench_like.py")], cwd=REPO)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not pid_file.is_file():
+            time.sleep(0.1)
+        case = psutil.Process(int(pid_file.read_text()))
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=10)
+        case.wait(timeout=10)  # psutil.TimeoutExpired without the fix: the case sleeps on
+    finally:
+        parent.kill()
