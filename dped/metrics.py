@@ -95,22 +95,10 @@ def ssim(
     return tf.cast(value, tf.float32)
 
 
-def ms_ssim(
-    enhanced,
-    dslr,
-    max_val: float = 1.0,
-    filter_size: int = 11,
-    filter_sigma: float = 1.5,
-    k1: float = 0.01,
-    k2: float = 0.03,
-    weights: tuple[float, ...] = MS_SSIM_WEIGHTS,
-    per_patch: bool = False,
-) -> tf.Tensor:
+def ms_ssim(enhanced, dslr, **options) -> tf.Tensor:
     """The original MultiScaleSSIM: prod(cs_i^w_i, i < last) * ssim_last^w_last; per patch
-    [B] with `per_patch` (the same as B calls on single patches)."""
-    return ssim_and_ms_ssim(
-        enhanced, dslr, max_val, filter_size, filter_sigma, k1, k2, weights, per_patch
-    )[1]
+    [B] with `per_patch` (the same as B calls on single patches); options: ssim_and_ms_ssim's."""
+    return ssim_and_ms_ssim(enhanced, dslr, **options)[1]
 
 
 def ssim_and_ms_ssim(

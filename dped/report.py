@@ -3,10 +3,8 @@ seeds, against the identity, with the evaluation's own noise), the learning curv
 change's effect and verdict (beside an earlier sweep's, when the experiment names one), written
 as results/<experiment>/summary.md, psnr_curves.png and effects.png. Words: "identity" is the
 phone patch returned unchanged (what a model must beat); "baseline" is the run every change is
-measured from (the experiment's `baseline`, `seed`).
-
-`dped report RESULTS_DIR`, the sweep and the psnr-plots notebook all call `build`.
-pandas + matplotlib only.
+measured from (the experiment's `baseline`, `seed`). `dped report RESULTS_DIR`, the sweep and
+the psnr-plots notebook all call `build`; pandas + matplotlib only.
 """
 
 from __future__ import annotations
@@ -83,9 +81,8 @@ def _final(folder: Path) -> dict:
     return {
         "steps": int(last["step"]),
         "psnr": psnr.iloc[-1],
-        # Older runs did not record them.
-        "psnr_se": last[SE] if SE in m else float("nan"),
-        "gain_se": last[GAIN_SE] if GAIN_SE in m else float("nan"),
+        "psnr_se": last.get(SE, float("nan")),  # older runs did not record them
+        "gain_se": last.get(GAIN_SE, float("nan")),
         "tail_gain": _tail_gain(m["step"], psnr),
         "ssim": last["ssim"],
         "ms_ssim": last["ms_ssim"],
@@ -366,12 +363,12 @@ def _results_lines(table: pd.DataFrame, identity: dict | None) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run, r in table.iterrows():
-        se, gain_se = r["psnr_se", "mean"], r["gain_se", "mean"]
+        noise = " | ".join(
+            f"{r[k, 'mean']:.2f}".replace("nan", "—") for k in ("psnr_se", "gain_se")
+        )
         lines.append(
             f"| {run} | {int(r[('seeds', '')])} | {_cell(r, 'psnr', 2)} | "
-            f"{_cell(r, 'psnr', 2, ident) if identity else '—'} | "
-            f"{'—' if pd.isna(se) else f'{se:.2f}'} | "
-            f"{'—' if pd.isna(gain_se) else f'{gain_se:.2f}'} | {_cell(r, 'tail_gain', 2)} | "
+            f"{_cell(r, 'psnr', 2, ident) if identity else '—'} | {noise} | {_cell(r, 'tail_gain', 2)} | "
             f"{_cell(r, 'ssim', 4)} | {_cell(r, 'ms_ssim', 4)} | {_cell(r, 'wall_s', 0)} |"
         )
     return lines
