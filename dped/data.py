@@ -248,8 +248,17 @@ def pair_dataset(split: Split, cfg: Config, training: bool):
 
     Only file names are shuffled (one permutation per epoch), so memory does not grow with the
     dataset. Order, shuffling and augmentation depend only on cfg.seed and the element's position.
+
+    Parallelism is fixed (one decoder per core, two batches ahead), not autotuned: deleting an
+    autotuned iterator waits for tf.data's tuning thread to wake, which sleeps up to a minute
+    once the iterator is old; every run that trained a few minutes then hung 20-30 s after its
+    last step.
     """
+    import os
+
     import tensorflow as tf
+
+    parallel = os.cpu_count() or 1
 
     size = cfg.patch_size
     ds = tf.data.Dataset.from_tensor_slices(
@@ -259,7 +268,7 @@ def pair_dataset(split: Split, cfg: Config, training: bool):
         ds = ds.shuffle(len(split), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
     ds = ds.map(
         lambda a, b: (_decode(a), _decode(b)),
-        num_parallel_calls=tf.data.AUTOTUNE,
+        num_parallel_calls=parallel,
         deterministic=True,
     )
     ds = ds.map(
@@ -270,11 +279,13 @@ def pair_dataset(split: Split, cfg: Config, training: bool):
             lambda i, pair: augment_pair(
                 *pair, tf.stack([tf.cast(cfg.seed, tf.int64), i]), cfg.augment_draw
             ),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            num_parallel_calls=parallel,
             deterministic=True,
         )
-    ds = ds.batch(cfg.batch_size, drop_remainder=training)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    ds = ds.batch(cfg.batch_size, drop_remainder=training).prefetch(2)
+    return ds.with_options(options)
 
 
 def training_batches(cfg: Config, files: DPEDFiles | None = None) -> Iterator:

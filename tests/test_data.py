@@ -194,3 +194,13 @@ def test_degradation_model_steps_follow_the_config():
     assert vignetted[0, 0].mean() < vignetted[10, 10].mean()
     noisy = minidata.degrade(photo, neutral.replace(**{"mini.noise_shot": 0.01}), rng())
     assert noisy.std() > 0.01
+
+
+def test_pipeline_is_not_autotuned(tmp_path):
+    # Deleting an autotuned iterator waits for tf.data's tuning thread, which sleeps up to a
+    # minute once the iterator is a few minutes old: each trained run hung 20-30 s at its end.
+    cfg = make_dataset(tmp_path, n_train=2)
+    files = data.load_files(cfg)
+    for training in (True, False):
+        ds = data.pair_dataset(files.train, cfg, training)
+        assert ds.options().autotune.enabled is False
