@@ -113,6 +113,7 @@ def _calibrate_command(args: argparse.Namespace) -> None:
 
 def _data_command(args: argparse.Namespace) -> None:
     import time
+    from pathlib import Path
 
     from dped import minidata
     from dped.config import project_root
@@ -121,9 +122,13 @@ def _data_command(args: argparse.Namespace) -> None:
     default = project_root() / "experiments" / "cpu.yaml"  # found from any working directory
     cfg = resolve_config(args.config or str(default), args.set)
     start = time.perf_counter()
-    base = minidata.build(cfg, args.out)
-    files = sum(1 for p in base.rglob("*") if p.is_file())
-    print(f"mini dataset: {files} files under {base} in {time.perf_counter() - start:.1f} s")
+    if not args.rebuild and minidata.is_current(cfg, args.out):
+        base = Path(args.out) / minidata.MINI_PHONE
+        print(f"mini dataset: {base} is already built with these settings (--rebuild: again)")
+    else:
+        base = minidata.build(cfg, args.out)
+        files = sum(1 for p in base.rglob("*") if p.is_file())
+        print(f"mini dataset: {files} files under {base} in {time.perf_counter() - start:.1f} s")
     baseline = minidata.identity_baseline(cfg, args.out)
     atomic_write(base / IDENTITY_FILE, (json.dumps(baseline, indent=1) + "\n").encode())
     print(
@@ -192,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default="data/dped-mini",  # dped.minidata.MINI_ROOT (not imported: it pulls in numpy)
         help="root to build <out>/mini in (default data/dped-mini); never a folder of yours",
+    )
+    data.add_argument(
+        "--rebuild", action="store_true", help="build even if <out>/mini has these settings"
     )
     data.set_defaults(func=_data_command)
     al = sub.add_parser(

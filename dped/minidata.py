@@ -152,12 +152,32 @@ def build(cfg: Config, root: str | Path = MINI_ROOT, progress: bool = True) -> P
     tmp = base.with_name(f".{base.name}.building-{os.getpid()}")
     try:
         _build_into(tmp, cfg, progress)
-        (tmp / MARKER).write_text(json.dumps({"seed": cfg.seed}) + "\n")
+        (tmp / MARKER).write_text(json.dumps(recipe(cfg)) + "\n")
         swap_in(tmp, base)
     finally:
         if tmp.exists():  # an interrupted build: only our own temporary folder goes
             shutil.rmtree(tmp)
     return base
+
+
+def recipe(cfg: Config) -> dict:
+    """What a build's files depend on: the keys that shape the set and this module's code (the
+    camera model lives here). Written into the marker; an equal one means nothing to rebuild."""
+    import dataclasses
+    import hashlib
+
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    mini = dataclasses.asdict(cfg.mini)
+    return {"seed": cfg.seed, "patch_size": cfg.patch_size, "mini": mini, "code": code}
+
+
+def is_current(cfg: Config, root: str | Path = MINI_ROOT) -> bool:
+    """True when <root>/mini is a complete build of this recipe (its marker says so)."""
+    marker = Path(root) / MINI_PHONE / MARKER
+    try:
+        return json.loads(marker.read_text()) == json.loads(json.dumps(recipe(cfg)))
+    except (OSError, ValueError):
+        return False
 
 
 def check_replaceable(base: Path, marker: str = MARKER, command: str = "dped data") -> None:

@@ -142,6 +142,8 @@ def digest(folder: Path) -> str:
 def test_mini_dataset_is_byte_identical_on_rebuild(mini):
     cfg, base = mini
     first = digest(base)
+    assert minidata.is_current(cfg, cfg.dataset_dir)
+    assert not minidata.is_current(cfg.replace(seed=1), cfg.dataset_dir)
     minidata.build(cfg, cfg.dataset_dir, progress=False)
     assert digest(base) == first
 

@@ -78,9 +78,15 @@ def test_dped_data_replaces_only_its_own_build(tmp_path):
     args = ["data", "--set", "mini.stride=150", "--out", str(out)]
     assert run(args).returncode == 0
     built = digest(out / "mini")
-    (out / "mini" / "training_data" / "mini" / "0.jpg").write_bytes(b"stale")
-    assert run(args).returncode == 0  # its own marked build: rebuilt, byte-identical
+    stale = out / "mini" / "training_data" / "mini" / "0.jpg"
+    stale.write_bytes(b"stale")
+    again = run(args)  # the same settings and code: nothing to build (make reproduce's rerun)
+    assert again.returncode == 0 and "already built" in again.stdout, again.stdout
+    assert stale.read_bytes() == b"stale"
+    assert run([*args, "--rebuild"]).returncode == 0  # its own marked build: rebuilt, identical
     assert digest(out / "mini") == built
+    assert run(["data", "--set", "mini.stride=200", "--out", str(out)]).returncode == 0
+    assert digest(out / "mini") != built  # other settings: rebuilt
     assert not [p for p in out.iterdir() if p.name != "mini"]  # no temporaries left
 
     user = tmp_path / "user"
