@@ -251,8 +251,8 @@ def pair_dataset(split: Split, cfg: Config, training: bool):
 
     Parallelism is fixed (one decoder per core, two batches ahead), not autotuned: deleting an
     autotuned iterator waits for tf.data's tuning thread to wake, which sleeps up to a minute
-    once the iterator is old; every run that trained a few minutes then hung 20-30 s after its
-    last step.
+    once the iterator is old: a run that trained a few minutes could sit 20-70 s after its last
+    step.
     """
     import os
 

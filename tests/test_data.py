@@ -200,7 +200,7 @@ def test_degradation_model_steps_follow_the_config():
 
 def test_pipeline_is_not_autotuned(tmp_path):
     # Deleting an autotuned iterator waits for tf.data's tuning thread, which sleeps up to a
-    # minute once the iterator is a few minutes old: each trained run hung 20-30 s at its end.
+    # minute once the iterator is a few minutes old: a trained run could sit 20-70 s at its end.
     cfg = make_dataset(tmp_path, n_train=2)
     files = data.load_files(cfg)
     for training in (True, False):
