@@ -1,5 +1,8 @@
 """Evaluation on the test patches: PSNR, SSIM and MS-SSIM of enhanced (or phone) vs DSLR.
 
+MS-SSIM is the mean over the patches where the original's formula is defined;
+`ms_ssim_undefined` counts the others (NaN there: see `PairMetrics.update`).
+
 Two PSNR protocols, both always reported:
 - `psnr_mse` (the authors'): from the MSE over all patches, float images clipped to 0..1;
 - `psnr_dslr_enhanced` / `psnr_phone_enhanced` (the seed's test_generator): the mean of
@@ -73,7 +76,8 @@ class PairMetrics:
         # Per patch, PSNR minus the phone patch's own (the identity baseline's) PSNR: every
         # comparison is on the same patches, so its noise is this paired difference's.
         self.gains, self.gain_squares = 0.0, 0.0
-        self.count = 0
+        self.count, self.ms_ssim_undefined = 0, 0
+        self.per_patch = []  # the DSLR PSNR of every patch, in test-set order
 
     def update(self, phone, enhanced, dslr) -> None:
         enhanced = np.clip(np.asarray(enhanced), 0.0, 1.0)  # as when they are written
@@ -82,6 +86,7 @@ class PairMetrics:
         enhanced_u8, phone_u8, dslr_u8 = (_to_uint8(x) for x in (enhanced, phone, dslr))
         per_patch = patch_psnr(enhanced_u8, dslr_u8)
         self.sums["psnr_dslr_enhanced"] += float(per_patch.sum())
+        self.per_patch.append(per_patch)
         self.squares += float(np.square(per_patch).sum())
         gain = per_patch - patch_psnr(phone_u8, dslr_u8)
         self.gains += float(gain.sum())
@@ -89,11 +94,19 @@ class PairMetrics:
         self.sums["psnr_phone_enhanced"] += float(patch_psnr(enhanced_u8, phone_u8).sum())
         ssim, ms_ssim = _structural(enhanced.shape[1:])(enhanced, dslr.astype(np.float32))
         self.sums["ssim"] += float(np.sum(ssim))
-        self.sums["ms_ssim"] += float(np.sum(ms_ssim))
+        # The original's formula is NaN on a patch where a coarse scale's contrast term is
+        # negative (a fractional power of it): a handful of flat patches. The mean is over the
+        # patches where it is defined, and the others are counted, not left to make it NaN.
+        ms_ssim = np.asarray(ms_ssim, np.float64)
+        defined = ~np.isnan(ms_ssim)
+        self.sums["ms_ssim"] += float(ms_ssim[defined].sum())
+        self.ms_ssim_undefined += n - int(defined.sum())
         self.count += n
 
     def result(self, protocol: str = "original") -> dict[str, float]:
         means = {k: v / self.count for k, v in self.sums.items()}
+        defined = self.count - self.ms_ssim_undefined
+        means["ms_ssim"] = self.sums["ms_ssim"] / defined if defined else float("nan")
         out = {"psnr_mse": float(10 * np.log10(1.0 / means.pop("mse"))), **means}
         out["psnr"] = out["psnr_mse" if protocol == "original" else "psnr_dslr_enhanced"]
         # The evaluation's own noise: how far another draw of as many patches could move the
@@ -105,7 +118,15 @@ class PairMetrics:
         out["psnr_gain_se"] = _standard_error(
             self.gain_squares, self.gains / self.count, self.count
         )
+        out["ms_ssim_undefined"] = self.ms_ssim_undefined
         return {"psnr": out.pop("psnr"), **out, "patches": self.count}
+
+
+def ms_ssim_text(metrics: dict) -> str:
+    """MS-SSIM as printed: '0.8406', or '0.8406 (7 of 1604 patches undefined)'."""
+    undefined = int(metrics.get("ms_ssim_undefined", 0))
+    note = f" ({undefined} of {metrics['patches']} patches undefined)" if undefined else ""
+    return f"{metrics['ms_ssim']:.4f}{note}"
 
 
 def _standard_error(squares: float, mean: float, n: int) -> float:
@@ -118,6 +139,9 @@ def _standard_error(squares: float, mean: float, n: int) -> float:
 class Evaluation:
     metrics: dict[str, float]  # PairMetrics' and test_<term> for every loss term
     samples: tuple[np.ndarray, np.ndarray, np.ndarray]  # phone, enhanced, DSLR: first patches
+    # Every test patch's PSNR (the seed's protocol), in test-set order: two runs compared patch
+    # by patch on the same test set leave out what the patches share (see report.paired_se).
+    patch_psnr: np.ndarray
 
 
 def evaluate(model, split: Split, cfg: Config, samples: int = 4) -> Evaluation:
@@ -144,7 +168,7 @@ def evaluate(model, split: Split, cfg: Config, samples: int = 4) -> Evaluation:
         if grid is None:
             grid = tuple(np.asarray(t[:samples]) for t in (phone, enhanced, dslr))
     metrics = {**acc.result(cfg.eval_protocol), **{f"test_{k}": v / count for k, v in sums.items()}}
-    return Evaluation(metrics, grid)
+    return Evaluation(metrics, grid, np.concatenate(acc.per_patch))
 
 
 def batch_terms(model, phone, dslr, is_dslr) -> tuple[dict, object]:

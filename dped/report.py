@@ -17,7 +17,15 @@ import pandas as pd
 
 from dped import plots
 from dped.config import project_root, read_yaml_file
-from dped.runs import IDENTITY_FILE, atomic_write, load_config, metrics_table, run_name
+from dped.evaluation import ms_ssim_text
+from dped.runs import (
+    IDENTITY_FILE,
+    atomic_write,
+    load_config,
+    metrics_table,
+    read_patch_psnr,
+    run_name,
+)
 
 # One protocol for every run of a comparison: the seed's (mean per-patch PSNR of uint8 outputs),
 # the one its README's 20-21 dB are measured in. `paper` runs headline the other one.
@@ -121,7 +129,8 @@ def collect_experiment(results: str | Path) -> pd.DataFrame:
 
 def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation and count of defined values over seeds (the authors' MS-SSIM is
-    NaN where a contrast term goes negative, as happens early in training)."""
+    NaN where a contrast term goes negative: runs recorded before evaluation averaged it over
+    the patches where it is defined could be NaN as a whole)."""
     metrics = ["psnr", "psnr_se", "gain_se", "tail_gain", "ssim", "ms_ssim", "wall_s"]
     stats = runs.groupby("run", sort=False)[metrics].agg(["mean", "std", "count"])
     stats["seeds"] = runs.groupby("run", sort=False)["seed"].count()
@@ -129,7 +138,8 @@ def final_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def effects(runs: pd.DataFrame, baseline: str, labels: dict[str, str]) -> pd.DataFrame:
-    """PSNR of the baseline minus each labelled run, paired by seed, then mean and spread."""
+    """PSNR of the baseline minus each labelled run, paired by seed, then mean and spread, and
+    the evaluation's own noise on that mean (`paired_se`)."""
     by = runs.pivot_table(index="seed", columns="run", values="psnr")
     rows = []
     for run, label in labels.items():
@@ -141,12 +151,46 @@ def effects(runs: pd.DataFrame, baseline: str, labels: dict[str, str]) -> pd.Dat
                     "run": run,
                     "effect_db": diff.mean(),
                     "spread_db": diff.std(),
+                    "eval_se_db": paired_se(runs, baseline, run),
                     "seeds": len(diff),
                     "verdict": verdict(diff.mean(), diff.std(), len(diff)),
                 }
             )
-    columns = ["modification", "run", "effect_db", "spread_db", "seeds", "verdict"]
+    columns = ["modification", "run", "effect_db", "spread_db", "eval_se_db", "seeds", "verdict"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _patch_psnrs(runs: pd.DataFrame, run: str) -> dict:
+    """{seed: every test patch's final PSNR} of a run's seeds (None where not recorded)."""
+    mine = runs[runs["run"] == run]
+    return {
+        seed: read_patch_psnr(Path(folder), int(steps))
+        for seed, folder, steps in zip(mine["seed"], mine["folder"], mine["steps"])
+    }
+
+
+def _se(values) -> float:
+    return float(values.std(ddof=1) / len(values) ** 0.5)
+
+
+def paired_se(runs: pd.DataFrame, a: str, b: str) -> float:
+    """The evaluation's own noise on PSNR(a) - PSNR(b), both averaged over the seeds both ran:
+    the standard error over test patches of that difference taken patch by patch, so that how
+    hard each patch is (shared by every run) cancels. NaN without per-patch records."""
+    first, second = _patch_psnrs(runs, a), _patch_psnrs(runs, b)
+    pairs = [(first[s], second[s]) for s in first if s in second]
+    if not pairs or any(x is None or y is None or len(x) != len(y) for x, y in pairs):
+        return float("nan")
+    return _se(sum(x - y for x, y in pairs) / len(pairs))
+
+
+def seed_pair_se(runs: pd.DataFrame, run: str) -> float:
+    """The evaluation's own noise on the difference between two seeds of one run (`paired_se`
+    of one seed against another, mean over the pairs): the part of the spread over seeds that
+    the test set, not training, could account for. NaN with fewer than two recorded seeds."""
+    values = [v for v in _patch_psnrs(runs, run).values() if v is not None]
+    ses = [_se(x - y) for i, x in enumerate(values) for y in values[i + 1 :] if len(x) == len(y)]
+    return sum(ses) / len(ses) if ses else float("nan")
 
 
 def verdict(effect: float, spread: float, seeds: int) -> str:
@@ -244,7 +288,14 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     for fig in figures.values():  # saved; a notebook shows them with display()
         plt.close(fig)
     text = summary_text(
-        spec, table, effect, ident, earlier, cfg.vgg_weights == "random", unfinished(results)
+        spec,
+        table,
+        effect,
+        ident,
+        earlier,
+        cfg.vgg_weights == "random",
+        unfinished(results),
+        seed_pair_se(runs, base_run),
     )
     atomic_write(out / "summary.md", text.encode())
     return Report(results, runs, table, effect, ident, earlier, out / "summary.md", figures)
@@ -317,7 +368,9 @@ def summary_text(
     earlier: pd.DataFrame | None = None,
     vgg_random: bool = False,
     missing: list[str] | None = None,
+    seed_noise: float = float("nan"),
 ) -> str:
+    """summary.md; `seed_noise`: `seed_pair_se` of the baseline."""
     lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
     if missing:
         lines += [
@@ -330,8 +383,10 @@ def summary_text(
         keys = ", ".join(f"{k}: {v}" for k, v in spec["profile_keys"].items())
         notes = spec["profile_notes"].strip().replace("\n- ", "\n\n- ")
         lines += [f"## Scale ({spec['profile']} profile)", "", notes, "", f"Keys: {keys}.", ""]
+    base_run = spec.get("baseline", "seed")
     lines += _results_lines(table, identity)
-    lines += _effect_lines(effect, table, spec.get("baseline", "seed"))
+    lines += _seed_noise_lines(table, base_run, seed_noise)
+    lines += _effect_lines(effect, table, base_run)
     if earlier is not None:
         lines += _earlier_lines(earlier, spec["compare"][spec["profile"]])
     lines += ["", "![PSNR curves](psnr_curves.png)", "", "![effects](effects.png)", ""]
@@ -346,17 +401,18 @@ def _results_lines(table: pd.DataFrame, identity: dict | None) -> list[str]:
     if identity:
         lines += [
             f"Identity baseline (the phone patch unchanged, vs DSLR): PSNR {ident:.2f} dB over "
-            f"{identity.get('patches', '?')} test patches, MS-SSIM {identity['ms_ssim']:.4f}.",
+            f"{identity.get('patches', '?')} test patches, MS-SSIM {ms_ssim_text(identity)}.",
             "",
         ]
     lines += [
         "PSNR: the seed's protocol (mean of per-patch PSNRs of uint8 outputs) for every run, mean "
         "+- standard deviation over seeds. *vs identity*: PSNR minus the identity baseline. "
-        "The evaluation's own noise, to set beside the spread over seeds (means over seeds): "
-        "*eval SE*, the standard error of a run's PSNR over the test patches; *gain SE*, that of "
-        "its gain over the identity baseline, patch by patch (every run and the baseline see the "
-        "same patches, so *vs identity* and every effect carry this one). *last 30%*: the PSNR "
-        "gained over the last 30% of the iterations (a flattened curve gains little there).",
+        "The evaluation's own noise (means over seeds): *eval SE*, the standard error of a "
+        "run's PSNR over the test patches (another draw of patches would move every run, "
+        "largely together: how hard a patch is, every run shares); *gain SE*, that of its gain "
+        "over the identity baseline, patch by patch (the noise *vs identity* carries). *last "
+        "30%*: the PSNR gained over the last 30% of the iterations (a flattened curve gains "
+        "little there).",
         "",
         "| run | seeds | PSNR (dB) | vs identity (dB) | eval SE (dB) | gain SE (dB) "
         "| last 30% (dB) | SSIM | MS-SSIM | wall time (s) |",
@@ -374,6 +430,27 @@ def _results_lines(table: pd.DataFrame, identity: dict | None) -> list[str]:
     return lines
 
 
+def _seed_noise_lines(table: pd.DataFrame, base_run: str, seed_noise: float) -> list[str]:
+    """The spread over seeds beside the evaluation's own noise on a difference between runs."""
+    if pd.isna(seed_noise) or base_run not in table.index:
+        return []
+    spread = table.loc[base_run][("psnr", "std")]
+    return [
+        "",
+        f"Spread over seeds against the evaluation's own noise: the final PSNR of `{base_run}` "
+        f"varies by {spread:.2f} dB (std over seeds); the test set's noise on the difference "
+        f"between two of its seeds is {seed_noise:.3f} dB (standard error over patches of "
+        "their per-patch difference, mean over pairs of seeds). "
+        + (
+            "Comparisons between runs on these patches are limited by the seeds, not by the "
+            "test set."
+            if seed_noise < spread / 2
+            else "The test set's noise is not small beside the seeds': more test patches "
+            "would sharpen comparisons."
+        ),
+    ]
+
+
 def _effect_lines(effect: pd.DataFrame, table: pd.DataFrame, base_run: str) -> list[str]:
     lines = [
         "",
@@ -381,15 +458,19 @@ def _effect_lines(effect: pd.DataFrame, table: pd.DataFrame, base_run: str) -> l
         "mean +- std over seeds",
         "",
         "Verdict: 'helps' / 'hurts' when the mean effect exceeds two standard errors of the "
-        "per-seed differences, else 'no effect resolved' at this scale.",
+        "per-seed differences, else 'no effect resolved' at this scale. *eval SE*: the "
+        "evaluation's own noise on the mean effect (standard error over the test patches of "
+        "the effect taken patch by patch), to set beside the standard error over seeds "
+        "(std / sqrt(seeds)).",
         "",
-        "| change | effect (dB) | seeds | verdict |",
-        "|---|---:|---:|---|",
+        "| change | effect (dB) | seeds | eval SE (dB) | verdict |",
+        "|---|---:|---:|---:|---|",
     ]
     for _, r in effect.iterrows():
+        noise = "—" if pd.isna(r["eval_se_db"]) else f"{r['eval_se_db']:.3f}"
         lines.append(
             f"| {r['modification']} | {_fmt(r['effect_db'], r['spread_db'], 2, seeds=r['seeds'])} "
-            f"| {r['seeds']} | {r['verdict']} |"
+            f"| {r['seeds']} | {noise} | {r['verdict']} |"
         )
     return lines
 

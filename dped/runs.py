@@ -4,6 +4,7 @@
 <run>/environment.json   package versions, devices, seed, whether VGG-19 weights were random
 <run>/metrics.csv        one row per evaluation: step, train loss means, test metrics, time
 <run>/samples/step_<n>.png   phone | enhanced | DSLR for a few test patches
+<run>/test_patches.json  the last evaluation's PSNR of every test patch (step, values in order)
 <run>/checkpoints/       the latest checkpoints; <run>/best/ the best by test PSNR
 <run>/events.out.*       TensorBoard events (tensorboard: true), tags train/, test/, metrics/
 <run>/.lock              held (flock) by the process training the run; freed when it dies
@@ -207,6 +208,25 @@ def save_samples(path: Path, phone: np.ndarray, enhanced: np.ndarray, dslr: np.n
     atomic_write(path, buffer.getvalue())
 
 
+PATCHES_FILE = "test_patches.json"
+
+
+def write_patch_psnr(run_dir: Path, step: int, values: np.ndarray) -> None:
+    """Only the last evaluation's: a report compares finished runs, at their last step."""
+    record = {"step": int(step), "psnr": [round(float(v), 4) for v in values]}
+    atomic_write(run_dir / PATCHES_FILE, (json.dumps(record) + "\n").encode())
+
+
+def read_patch_psnr(run_dir: Path, step: int) -> np.ndarray | None:
+    """The per-patch PSNRs recorded at `step`; None when the run recorded none there (runs
+    from before the file existed, or a file left by a later evaluation than its metrics)."""
+    try:
+        record = json.loads((Path(run_dir) / PATCHES_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return np.asarray(record["psnr"], np.float64) if record.get("step") == step else None
+
+
 # The identity baseline (phone vs DSLR metrics) of a test set: beside a built dataset's patches
 # and in every run folder, for the test set it was evaluated on.
 IDENTITY_FILE = "identity_baseline.json"
@@ -265,12 +285,14 @@ class Run:
         # names each run after its folder.
         self.writer = tf.summary.create_file_writer(str(run_dir)) if cfg.tensorboard else None
 
-    def record(self, row: dict, samples: tuple) -> None:
-        """Samples, the metrics row (CSV first: a resume drops rows past its checkpoint), then
-        the checkpoints."""
+    def record(self, row: dict, samples: tuple, patch_psnr: np.ndarray | None = None) -> None:
+        """Samples and per-patch PSNRs, the metrics row (CSV first: a resume drops rows past its
+        checkpoint), then the checkpoints."""
         step = row["step"]
         row["wall_s"] = round(time.perf_counter() - self.start, 2)
         save_samples(self.dir / "samples" / f"step_{step:06d}.png", *samples)
+        if patch_psnr is not None:
+            write_patch_psnr(self.dir, step, patch_psnr)
         self.rows.append(row)
         write_metrics(self.dir, self.rows)
         if self.writer:

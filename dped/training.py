@@ -295,7 +295,8 @@ def _loop(cfg: Config, model: DPEDModel, files, run_dir: Path, resume: bool, pro
         if step % cfg.eval_every and step != cfg.num_iters:
             continue
         result = evaluate(model, files.test, cfg)
-        run.record({"step": step, **means.pop("train_"), **result.metrics}, result.samples)
+        row = {"step": step, **means.pop("train_"), **result.metrics}
+        run.record(row, result.samples, result.patch_psnr)
         bar.write(
             f"step {step}: PSNR {result.metrics['psnr']:.2f} dB, "
             f"MS-SSIM {result.metrics['ms_ssim']:.4f}, "

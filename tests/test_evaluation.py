@@ -42,6 +42,28 @@ def test_the_gain_over_identity_has_the_paired_standard_error_over_patches():
     assert result["psnr_gain_se"] < result["psnr_dslr_enhanced_se"] / 5
 
 
+def test_ms_ssim_is_the_mean_where_defined_and_counts_the_patches_where_it_is_not():
+    """The original's MS-SSIM is NaN on a patch whose coarse-scale contrast term is negative
+    (here: an inverted coarse pattern): one such patch must not make the whole mean NaN."""
+    from dped import metrics as formulas
+
+    rng = np.random.default_rng(2)
+    dslr = rng.random((4, 24, 24, 3)).astype(np.float32) * 0.2 + 0.4
+    enhanced = np.clip(dslr + rng.normal(0, 0.02, dslr.shape), 0, 1).astype(np.float32)
+    blocks = np.kron(np.indices((2, 2)).sum(0) % 2, np.ones((12, 12)))[..., None]
+    dslr[3], enhanced[3] = 0.2 + 0.6 * blocks, 0.8 - 0.6 * blocks  # anti-correlated
+    per_patch = formulas.ms_ssim(enhanced, dslr, per_patch=True).numpy()
+    assert np.isnan(per_patch[3]) and not np.isnan(per_patch[:3]).any()
+    metrics = PairMetrics()
+    metrics.update(dslr, enhanced, dslr)
+    result = metrics.result("seed")
+    assert result["ms_ssim"] == pytest.approx(per_patch[:3].mean(), rel=1e-6)
+    assert result["ms_ssim_undefined"] == 1 and result["patches"] == 4
+    from dped.evaluation import ms_ssim_text
+
+    assert ms_ssim_text(result).endswith("(1 of 4 patches undefined)")
+
+
 @pytest.mark.parametrize("name", ["paper", "seed"])
 def test_evaluation_numbers_do_not_depend_on_the_evaluation_batch(name, tmp_path, monkeypatch):
     """The authors' texture and discriminator losses sum over a batch: evaluated 7 patches at a

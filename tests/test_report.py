@@ -86,11 +86,47 @@ def test_build_writes_the_summary_numbers_and_figures(tmp_path):
     )
     assert "PSNR 17.00 dB over 50 test patches, MS-SSIM 0.8000" in text
     assert "| seed | 3 | 21.00 +- 1.00 | 4.00 +- 1.00 | 0.10 | 0.04 | 3.00 +- 0.00 |" in text
-    assert "| the seed-no-augment change | 1.00 +- 0.00 | 3 | helps |" in text
+    # No per-patch files: no evaluation noise for the effects.
+    assert "| the seed-no-augment change | 1.00 +- 0.00 | 3 | — | helps |" in text
     assert "Runs use random VGG-19 weights" in text
     assert (results / "psnr_curves.png").stat().st_size > 10_000
     assert (results / "effects.png").stat().st_size > 5_000
     assert built.figures["psnr_curves"].axes[0].get_title() == "seed (3 seeds)"
+
+
+def test_the_evaluation_noise_of_an_effect_is_paired_by_patch(tmp_path):
+    """Patches differ in difficulty far more than runs do: the effect's standard error over
+    patches, taken patch by patch, leaves the shared difficulty out; one run's SE does not."""
+    import numpy as np
+
+    from dped.runs import write_patch_psnr
+
+    results = write_sweep(
+        tmp_path, {"seed": {0: 20.0, 1: 21.0, 2: 22.0}, "seed-b": {0: 19.0, 1: 20.0, 2: 21.5}}
+    )
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(0, 3, 50)
+    values = {
+        (run, seed): np.round(20 + difficulty + shift + seed + rng.normal(0, 0.2, 50), 4)
+        for run, shift in (("seed", 0.0), ("seed-b", -0.8))
+        for seed in (0, 1, 2)
+    }
+    for (run, seed), v in values.items():
+        write_patch_psnr(results / f"{run}-s{seed}", 1000, v)
+    built = report.build(results)
+    effect = built.effects.set_index("run").loc["seed-b", "eval_se_db"]
+    per_patch = sum(values["seed", s] - values["seed-b", s] for s in (0, 1, 2)) / 3
+    assert effect == pytest.approx(per_patch.std(ddof=1) / np.sqrt(50), rel=1e-6)
+    one_run = values["seed", 0].std(ddof=1) / np.sqrt(50)
+    assert effect < one_run / 10
+    pairs = [values["seed", i] - values["seed", j] for i, j in ((0, 1), (0, 2), (1, 2))]
+    seed_noise = np.mean([d.std(ddof=1) / np.sqrt(50) for d in pairs])
+    text = built.summary.read_text()
+    assert f"| the seed-b change | 0.83 +- 0.29 | 3 | {effect:.3f} | helps |" in text
+    assert f"between two of its seeds is {seed_noise:.3f} dB" in text
+    # A record from another step than the run's last evaluation is not its final one.
+    write_patch_psnr(results / "seed-b-s2", 900, values["seed-b", 2])
+    assert np.isnan(report.build(results).effects.set_index("run").loc["seed-b", "eval_se_db"])
 
 
 def test_verdicts_are_set_beside_an_earlier_sweeps(tmp_path, monkeypatch):

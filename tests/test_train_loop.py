@@ -137,6 +137,12 @@ def test_a_run_records_config_environment_and_samples(tmp_path):
     assert env["vgg_random"] is True and env["seed"] == cfg.seed
     assert (run / "samples" / "step_000002.png").is_file()
     row = final_row(run)[-1]
+    from dped.runs import read_patch_psnr
+
+    per_patch = read_patch_psnr(run, 2)  # every test patch's PSNR: the report pairs runs by it
+    assert len(per_patch) == int(row["patches"]) > 1
+    assert per_patch.mean() == pytest.approx(float(row["psnr_dslr_enhanced"]), abs=1e-4)
+    assert read_patch_psnr(run, 1) is None
     assert_tensorboard_shows_the_run_by_name(tmp_path, row)
     for key in (
         "train_content",
