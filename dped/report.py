@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dped import plots
+from dped import plots, summary
 from dped.config import project_root, read_yaml_file
-from dped.evaluation import ms_ssim_text
 from dped.runs import (
     IDENTITY_FILE,
     atomic_write,
@@ -270,13 +269,14 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     table, effect = final_table(runs), effects(runs, base_run, labels)
     cfg = load_config(runs["folder"].iloc[0])
     ident = identity(runs, results)
+    ident_psnr = ident.get(PSNR, ident["psnr"]) if ident else None
     earlier = _earlier(spec, effect)
     curves = runs.groupby("run", sort=False)["folder"].apply(list).to_dict()
     name = spec["name"]
     figures = {
         "psnr_curves": plots.psnr_curves(
             curves,
-            ident and ident.get(PSNR, ident["psnr"]),
+            ident_psnr,
             out=out / "psnr_curves.png",
             title=f"{name}: test PSNR, mean ± std over seeds ({spec['profile']} profile)",
             reference=base_run,
@@ -287,11 +287,12 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     }
     for fig in figures.values():  # saved; a notebook shows them with display()
         plt.close(fig)
-    text = summary_text(
+    text = summary.text(
         spec,
         table,
         effect,
         ident,
+        ident_psnr,
         earlier,
         cfg.vgg_weights == "random",
         unfinished(results),
@@ -337,165 +338,3 @@ def effects_chart(table: pd.DataFrame, title: str, out: str | Path | None = None
     ax.set_title(title, loc="left")
     ax.invert_yaxis()
     return plots._save(fig, out)
-
-
-def _fmt(mean: float, std: float, digits: int, defined: int | None = None, seeds: int = 0) -> str:
-    """'mean +- std'; '— (1 seed)' for the spread of one value; how many seeds gave a value
-    when some gave none (NaN)."""
-    defined = seeds if defined is None else int(defined)
-    if defined == 0:
-        return "undefined (NaN)"
-    text = f"{mean:.{digits}f}"
-    if defined < int(seeds):
-        return (
-            text
-            + (f" +- {std:.{digits}f}" if defined > 1 else "")
-            + (f" ({defined} of {int(seeds)} seeds defined)")
-        )
-    return text + (" +- — (1 seed)" if pd.isna(std) else f" +- {std:.{digits}f}")
-
-
-def _cell(r, metric: str, digits: int, shift: float = 0.0) -> str:
-    mean = r[metric, "mean"] - shift
-    return _fmt(mean, r[metric, "std"], digits, r[metric, "count"], r["seeds", ""])
-
-
-def summary_text(
-    spec: dict,
-    table: pd.DataFrame,
-    effect: pd.DataFrame,
-    identity: dict | None,
-    earlier: pd.DataFrame | None = None,
-    vgg_random: bool = False,
-    missing: list[str] | None = None,
-    seed_noise: float = float("nan"),
-) -> str:
-    """summary.md; `seed_noise`: `seed_pair_se` of the baseline."""
-    lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
-    if missing:
-        lines += [
-            f"**Partial sweep**: {len(missing)} run folders are not in these numbers (not run, "
-            f"or stopped before their last iteration): {', '.join(missing)}. `make reproduce` "
-            "(or `dped sweep`) resumes them; the report counts a run only once it is complete.",
-            "",
-        ]
-    if spec.get("profile_notes"):
-        keys = ", ".join(f"{k}: {v}" for k, v in spec["profile_keys"].items())
-        notes = spec["profile_notes"].strip().replace("\n- ", "\n\n- ")
-        lines += [f"## Scale ({spec['profile']} profile)", "", notes, "", f"Keys: {keys}.", ""]
-    base_run = spec.get("baseline", "seed")
-    lines += _results_lines(table, identity)
-    lines += _seed_noise_lines(table, base_run, seed_noise)
-    lines += _effect_lines(effect, table, base_run)
-    if earlier is not None:
-        lines += _earlier_lines(earlier, spec["compare"][spec["profile"]])
-    lines += ["", "![PSNR curves](psnr_curves.png)", "", "![effects](effects.png)", ""]
-    if vgg_random:
-        lines += ["Runs use random VGG-19 weights (vgg_random: true).", ""]
-    return "\n".join(lines)
-
-
-def _results_lines(table: pd.DataFrame, identity: dict | None) -> list[str]:
-    lines = []
-    ident = identity.get(PSNR, identity["psnr"]) if identity else float("nan")
-    if identity:
-        lines += [
-            f"Identity baseline (the phone patch unchanged, vs DSLR): PSNR {ident:.2f} dB over "
-            f"{identity.get('patches', '?')} test patches, MS-SSIM {ms_ssim_text(identity)}.",
-            "",
-        ]
-    lines += [
-        "PSNR: the seed's protocol (mean of per-patch PSNRs of uint8 outputs) for every run, mean "
-        "+- standard deviation over seeds. *vs identity*: PSNR minus the identity baseline. "
-        "The evaluation's own noise (means over seeds): *eval SE*, the standard error of a "
-        "run's PSNR over the test patches (another draw of patches would move every run, "
-        "largely together: how hard a patch is, every run shares); *gain SE*, that of its gain "
-        "over the identity baseline, patch by patch (the noise *vs identity* carries). *last "
-        "30%*: the PSNR gained over the last 30% of the iterations (a flattened curve gains "
-        "little there).",
-        "",
-        "| run | seeds | PSNR (dB) | vs identity (dB) | eval SE (dB) | gain SE (dB) "
-        "| last 30% (dB) | SSIM | MS-SSIM | wall time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for run, r in table.iterrows():
-        noise = " | ".join(
-            f"{r[k, 'mean']:.2f}".replace("nan", "—") for k in ("psnr_se", "gain_se")
-        )
-        lines.append(
-            f"| {run} | {int(r[('seeds', '')])} | {_cell(r, 'psnr', 2)} | "
-            f"{_cell(r, 'psnr', 2, ident) if identity else '—'} | {noise} | {_cell(r, 'tail_gain', 2)} | "
-            f"{_cell(r, 'ssim', 4)} | {_cell(r, 'ms_ssim', 4)} | {_cell(r, 'wall_s', 0)} |"
-        )
-    return lines
-
-
-def _seed_noise_lines(table: pd.DataFrame, base_run: str, seed_noise: float) -> list[str]:
-    """The spread over seeds beside the evaluation's own noise on a difference between runs."""
-    if pd.isna(seed_noise) or base_run not in table.index:
-        return []
-    spread = table.loc[base_run][("psnr", "std")]
-    return [
-        "",
-        f"Spread over seeds against the evaluation's own noise: the final PSNR of `{base_run}` "
-        f"varies by {spread:.2f} dB (std over seeds); the test set's noise on the difference "
-        f"between two of its seeds is {seed_noise:.3f} dB (standard error over patches of "
-        "their per-patch difference, mean over pairs of seeds). "
-        + (
-            "Comparisons between runs on these patches are limited by the seeds, not by the "
-            "test set."
-            if seed_noise < spread / 2
-            else "The test set's noise is not small beside the seeds': more test patches "
-            "would sharpen comparisons."
-        ),
-    ]
-
-
-def _effect_lines(effect: pd.DataFrame, table: pd.DataFrame, base_run: str) -> list[str]:
-    lines = [
-        "",
-        f"## Effect of each change: PSNR({base_run}) - PSNR({base_run} with it reverted), "
-        "mean +- std over seeds",
-        "",
-        "Verdict: 'helps' / 'hurts' when the mean effect exceeds two standard errors of the "
-        "per-seed differences, else 'no effect resolved' at this scale. *eval SE*: the "
-        "evaluation's own noise on the mean effect (standard error over the test patches of "
-        "the effect taken patch by patch), to set beside the standard error over seeds "
-        "(std / sqrt(seeds)).",
-        "",
-        "| change | effect (dB) | seeds | eval SE (dB) | verdict |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for _, r in effect.iterrows():
-        noise = "—" if pd.isna(r["eval_se_db"]) else f"{r['eval_se_db']:.3f}"
-        lines.append(
-            f"| {r['modification']} | {_fmt(r['effect_db'], r['spread_db'], 2, seeds=r['seeds'])} "
-            f"| {r['seeds']} | {noise} | {r['verdict']} |"
-        )
-    return lines
-
-
-def _earlier_lines(earlier: pd.DataFrame, folder: str) -> list[str]:
-    lines = [
-        "",
-        f"## Verdicts beside the earlier sweep in {folder}",
-        "",
-        "| change | earlier effect (dB) | earlier verdict | effect here (dB) | verdict here | |",
-        "|---|---:|---|---:|---|---|",
-    ]
-    for _, r in earlier.iterrows():
-        was = (
-            "—"
-            if pd.isna(r["effect_db_old"])
-            else _fmt(r["effect_db_old"], r["spread_db_old"], 2, seeds=r["seeds_old"])
-        )
-        here = (
-            "—"
-            if pd.isna(r["effect_db"])
-            else _fmt(r["effect_db"], r["spread_db"], 2, seeds=r["seeds"])
-        )
-        lines.append(
-            f"| {r['modification']} | {was} | {r['verdict_old'] if was != '—' else '—'} | "
-            f"{here} | {r['verdict'] if here != '—' else '—'} | {r['outcome']} |"
-        )
-    return lines

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dped import report
+from dped import report, summary
 from dped.config import preset
 from dped.runs import IDENTITY_FILE
 
@@ -211,10 +211,10 @@ def test_verdicts_need_more_than_noise():
 
 
 def test_summary_cells_say_one_seed_and_undefined_values_instead_of_nan():
-    assert report._fmt(1.5, float("nan"), 2, defined=1, seeds=1) == "1.50 +- — (1 seed)"
-    assert report._fmt(0.6, float("nan"), 2, defined=1, seeds=3) == "0.60 (1 of 3 seeds defined)"
-    assert report._fmt(float("nan"), float("nan"), 2, defined=0, seeds=3) == "undefined (NaN)"
-    assert report._fmt(20.0, 0.5, 1, defined=3, seeds=3) == "20.0 +- 0.5"
+    assert summary.fmt(1.5, float("nan"), 2, defined=1, seeds=1) == "1.50 +- — (1 seed)"
+    assert summary.fmt(0.6, float("nan"), 2, defined=1, seeds=3) == "0.60 (1 of 3 seeds defined)"
+    assert summary.fmt(float("nan"), float("nan"), 2, defined=0, seeds=3) == "undefined (NaN)"
+    assert summary.fmt(20.0, 0.5, 1, defined=3, seeds=3) == "20.0 +- 0.5"
 
 
 def test_a_partial_sweep_counts_only_finished_runs_and_names_the_others(tmp_path):
