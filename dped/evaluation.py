@@ -69,15 +69,12 @@ class PairMetrics:
     """Accumulates the metrics batch by batch, so one pass over the test set serves all."""
 
     def __init__(self):
-        self.sums = dict.fromkeys(
-            ("mse", "ssim", "ms_ssim", "psnr_dslr_enhanced", "psnr_phone_enhanced"), 0.0
-        )
-        self.squares = 0.0  # of the per-patch DSLR PSNRs: their standard error
-        # Per patch, PSNR minus the phone patch's own (the identity baseline's) PSNR: every
-        # comparison is on the same patches, so its noise is this paired difference's.
-        self.gains, self.gain_squares = 0.0, 0.0
+        self.sums = dict.fromkeys(("mse", "ssim", "ms_ssim", "psnr_phone_enhanced"), 0.0)
         self.count, self.ms_ssim_undefined = 0, 0
         self.per_patch = []  # the DSLR PSNR of every patch, in test-set order
+        # Per patch, PSNR minus the phone patch's own (the identity baseline's) PSNR: every
+        # comparison is on the same patches, so its noise is this paired difference's.
+        self.gains = []
 
     def update(self, phone, enhanced, dslr) -> None:
         enhanced = np.clip(np.asarray(enhanced), 0.0, 1.0)  # as when they are written
@@ -85,12 +82,8 @@ class PairMetrics:
         self.sums["mse"] += n * float(np.mean((enhanced - dslr) ** 2))
         enhanced_u8, phone_u8, dslr_u8 = (_to_uint8(x) for x in (enhanced, phone, dslr))
         per_patch = patch_psnr(enhanced_u8, dslr_u8)
-        self.sums["psnr_dslr_enhanced"] += float(per_patch.sum())
         self.per_patch.append(per_patch)
-        self.squares += float(np.square(per_patch).sum())
-        gain = per_patch - patch_psnr(phone_u8, dslr_u8)
-        self.gains += float(gain.sum())
-        self.gain_squares += float(np.square(gain).sum())
+        self.gains.append(per_patch - patch_psnr(phone_u8, dslr_u8))
         self.sums["psnr_phone_enhanced"] += float(patch_psnr(enhanced_u8, phone_u8).sum())
         ssim, ms_ssim = _structural(enhanced.shape[1:])(enhanced, dslr.astype(np.float32))
         self.sums["ssim"] += float(np.sum(ssim))
@@ -107,17 +100,15 @@ class PairMetrics:
         means = {k: v / self.count for k, v in self.sums.items()}
         defined = self.count - self.ms_ssim_undefined
         means["ms_ssim"] = self.sums["ms_ssim"] / defined if defined else float("nan")
+        per_patch, gains = np.concatenate(self.per_patch), np.concatenate(self.gains)
+        means["psnr_dslr_enhanced"] = float(per_patch.mean())
         out = {"psnr_mse": float(10 * np.log10(1.0 / means.pop("mse"))), **means}
         out["psnr"] = out["psnr_mse" if protocol == "original" else "psnr_dslr_enhanced"]
         # The evaluation's own noise: how far another draw of as many patches could move the
         # seed protocol's mean, and its gain over the identity baseline on those patches (to
         # set beside the spread over training seeds).
-        out["psnr_dslr_enhanced_se"] = _standard_error(
-            self.squares, means["psnr_dslr_enhanced"], self.count
-        )
-        out["psnr_gain_se"] = _standard_error(
-            self.gain_squares, self.gains / self.count, self.count
-        )
+        out["psnr_dslr_enhanced_se"] = _standard_error(per_patch)
+        out["psnr_gain_se"] = _standard_error(gains)
         out["ms_ssim_undefined"] = self.ms_ssim_undefined
         return {"psnr": out.pop("psnr"), **out, "patches": self.count}
 
@@ -129,10 +120,9 @@ def ms_ssim_text(metrics: dict) -> str:
     return f"{metrics['ms_ssim']:.4f}{note}"
 
 
-def _standard_error(squares: float, mean: float, n: int) -> float:
-    """Of the mean of n values, from the sum of their squares and their mean."""
-    variance = max(squares / n - mean**2, 0.0) * n / max(n - 1, 1)
-    return float(np.sqrt(variance / n))
+def _standard_error(values: np.ndarray) -> float:
+    """Of the mean of the values (0 for a single one)."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
 @dataclass
