@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dped.alignreport import PairReport
-from dped.data import DATASET_SUFFIXES, DSLR
+from dped.data import DATASET_SUFFIXES, DSLR, write_test_positions
 
 # OpenCV is imported inside the functions that use it: the CLI reads AlignSettings to build its
 # parser, on every `dped` start, and the other commands must not pay for cv2's import.
@@ -365,7 +365,7 @@ def _build_into(base: Path, phone: str, pairs, settings: AlignSettings, progress
         for side in (phone, DSLR):
             (folder / side).mkdir(parents=True, exist_ok=True)
     (base / "test_data" / "full_size_test_images").mkdir(parents=True)
-    counters, reports = {"train": 0, "test": 0}, []
+    counters, reports, positions = {"train": 0, "test": 0}, [], []
     bar = tqdm(pairs, desc=f"dped align {phone}", unit="pair", disable=None if progress else True)
     for (phone_path, dslr_path), split in zip(bar, splits):
         report = PairReport(str(phone_path), str(dslr_path), split)
@@ -383,6 +383,8 @@ def _build_into(base: Path, phone: str, pairs, settings: AlignSettings, progress
         for ours, theirs, corner, status in patches(photo, dslr, to_phone, settings, report):
             places.append((corner, status))
             if status == "kept":
+                if split == "test":
+                    positions.append((Path(phone_path).stem, *corner))
                 i = counters[split]
                 counters[split] += 1
                 _write_jpeg(folders[split] / phone / f"{i}.jpg", ours)
@@ -401,6 +403,7 @@ def _build_into(base: Path, phone: str, pairs, settings: AlignSettings, progress
             settings.patch,
         )
         bar.set_postfix(kept=report.kept)
+    write_test_positions(base, positions)
     write_report(base, reports)
     return reports
 

@@ -5,6 +5,7 @@ Layout (the real DPED dataset, the built-in mini dataset and a user's own phone 
     <root>/<phone>/training_data/<phone>/<i>.jpg          <root>/<phone>/training_data/canon/<i>.jpg
     <root>/<phone>/test_data/patches/<phone>/<i>.jpg      <root>/<phone>/test_data/patches/canon/<i>.jpg
     <root>/<phone>/test_data/full_size_test_images/*.jpg
+    <root>/<phone>/test_data/patches/positions.csv        optional: where each test patch was cut
 
 Up front (before training) every file's header and its last two bytes are read, never its pixels:
 pairing, counts, patch size, colour mode, and JPEG integrity (a JPEG that does not end with the
@@ -25,6 +26,11 @@ from dped.config import Config
 DSLR = "canon"
 # What the DPED layout holds (tf.data decodes them); `dped enhance` reads more (PHOTO_SUFFIXES).
 DATASET_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Beside the test patches of a set dped built (`dped data`, `dped align`): the photograph and
+# corner (row, col) each patch was cut from, one line per patch in file-number order. Neighbouring
+# patches of one photograph are alike, so the report's standard errors group them by region
+# (evaluation.region_labels); the real DPED's test patches come without it.
+POSITIONS_FILE = "positions.csv"
 
 
 class DatasetError(ValueError):
@@ -107,6 +113,30 @@ def discover(root: str | Path, phone: str) -> DPEDFiles:
     full_dir = base / "test_data" / "full_size_test_images"
     full = sorted(full_dir.iterdir()) if full_dir.is_dir() else []
     return DPEDFiles(train, test, [p for p in full if p.suffix.lower() in DATASET_SUFFIXES])
+
+
+def write_test_positions(base: Path, positions: list[tuple[str, int, int]]) -> None:
+    """positions.csv of the test patches under `base` (a <root>/<phone> folder being built)."""
+    lines = ["patch,photo,row,col"] + [
+        f"{i},{photo},{row},{col}" for i, (photo, row, col) in enumerate(positions)
+    ]
+    path = base / "test_data" / "patches" / POSITIONS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+
+
+def read_test_positions(root: str | Path, phone: str) -> list[tuple[str, int, int]] | None:
+    """(photo, row, col) of every test patch, in file-number order; None when the dataset does
+    not say (no positions.csv, or one that does not read as written)."""
+    import csv
+
+    path = Path(root) / phone / "test_data" / "patches" / POSITIONS_FILE
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [(r["photo"], int(r["row"]), int(r["col"])) for r in rows]
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def inspect_image(path: Path) -> tuple[tuple[int, int], str]:

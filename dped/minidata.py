@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from dped.config import Config
-from dped.data import DSLR, DatasetError
+from dped.data import DSLR, DatasetError, write_test_positions
 
 MINI_ROOT = "data/dped-mini"  # where `dped data` / `make data` build it; the cpu profiles read it
 MINI_PHONE = "mini"
@@ -228,7 +228,7 @@ def _build_into(base: Path, cfg: Config, progress: bool) -> None:
     from tqdm import tqdm
 
     size, margin = cfg.patch_size, cfg.mini.misalign_px
-    counters = {"train": 0, "test": 0}
+    counters, positions = {"train": 0, "test": 0}, []
     for index, source in enumerate(
         tqdm(SOURCES, desc="mini dataset", disable=None if progress else True)
     ):
@@ -250,6 +250,8 @@ def _build_into(base: Path, cfg: Config, progress: bool) -> None:
             full.write_bytes(jpeg_bytes(phone, 95))
         for r, c in corners:
             dy, dx = _offset(rng, margin)
+            if source.split == "test":
+                positions.append((source.name, r, c))
             i = counters[source.split]
             counters[source.split] += 1
             _write(
@@ -258,6 +260,7 @@ def _build_into(base: Path, cfg: Config, progress: bool) -> None:
                 95,
             )
             _write(folder / DSLR / f"{i}.jpg", photo[r : r + size, c : c + size], 95)
+    write_test_positions(base, positions)
 
 
 def _write(path: Path, image: np.ndarray, quality: int) -> None:

@@ -13,10 +13,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from dped import plots, summary
 from dped.config import project_root, read_yaml_file
+from dped.data import read_test_positions
+from dped.evaluation import region_labels, standard_error
 from dped.runs import (
     IDENTITY_FILE,
     atomic_write,
@@ -130,15 +133,19 @@ def final_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation and count of defined values over seeds (the authors' MS-SSIM is
     NaN where a contrast term goes negative: runs recorded before evaluation averaged it over
     the patches where it is defined could be NaN as a whole)."""
-    metrics = ["psnr", "psnr_se", "gain_se", "tail_gain", "ssim", "ms_ssim", "wall_s"]
+    metrics = ["psnr", "psnr_se", "gain_se", "gain_region_se", "tail_gain", "ssim", "ms_ssim"]
+    metrics = [m for m in [*metrics, "wall_s"] if m in runs]  # region SE: once `build` adds it
     stats = runs.groupby("run", sort=False)[metrics].agg(["mean", "std", "count"])
     stats["seeds"] = runs.groupby("run", sort=False)["seed"].count()
     return stats
 
 
-def effects(runs: pd.DataFrame, baseline: str, labels: dict[str, str]) -> pd.DataFrame:
+def effects(
+    runs: pd.DataFrame, baseline: str, labels: dict[str, str], regions=None
+) -> pd.DataFrame:
     """PSNR of the baseline minus each labelled run, paired by seed, then mean and spread, and
-    the evaluation's own noise on that mean (`paired_se`)."""
+    the evaluation's own noise on that mean (`paired_se`: patches as draws, and, with `regions`
+    (`test_regions`), regions of a photograph as draws)."""
     by = runs.pivot_table(index="seed", columns="run", values="psnr")
     rows = []
     for run, label in labels.items():
@@ -151,11 +158,15 @@ def effects(runs: pd.DataFrame, baseline: str, labels: dict[str, str]) -> pd.Dat
                     "effect_db": diff.mean(),
                     "spread_db": diff.std(),
                     "eval_se_db": paired_se(runs, baseline, run),
+                    "region_se_db": paired_se(runs, baseline, run, regions)
+                    if regions is not None
+                    else float("nan"),
                     "seeds": len(diff),
                     "verdict": verdict(diff.mean(), diff.std(), len(diff)),
                 }
             )
-    columns = ["modification", "run", "effect_db", "spread_db", "eval_se_db", "seeds", "verdict"]
+    columns = ["modification", "run", "effect_db", "spread_db", "eval_se_db", "region_se_db"]
+    columns += ["seeds", "verdict"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -168,27 +179,45 @@ def _patch_psnrs(runs: pd.DataFrame, run: str) -> dict:
     }
 
 
-def _se(values) -> float:
-    return float(values.std(ddof=1) / len(values) ** 0.5)
+def test_regions(runs: pd.DataFrame):
+    """A region label per test patch (`evaluation.region_labels`) of the dataset the runs name,
+    if it says where its patches were cut and has as many as the runs were evaluated on; else
+    None (the real DPED's test patches, or a dataset rebuilt since)."""
+    cfg = load_config(runs["folder"].iloc[0])
+    positions = read_test_positions(cfg.dataset_dir, cfg.phone)
+    patches = metrics_table(runs["folder"].iloc[0]).iloc[-1].get("patches")
+    return region_labels(positions) if positions and len(positions) == patches else None
 
 
-def paired_se(runs: pd.DataFrame, a: str, b: str) -> float:
+def _se(values, regions) -> float:
+    if regions is not None and len(regions) != len(values):
+        return float("nan")
+    return standard_error(values, regions)
+
+
+def paired_se(runs: pd.DataFrame, a: str, b: str, regions=None) -> float:
     """The evaluation's own noise on PSNR(a) - PSNR(b), both averaged over the seeds both ran:
     the standard error over test patches of that difference taken patch by patch, so that how
-    hard each patch is (shared by every run) cancels. NaN without per-patch records."""
+    hard each patch is (shared by every run) cancels; with `regions`, each region's patches
+    count as one draw. NaN without per-patch records."""
     first, second = _patch_psnrs(runs, a), _patch_psnrs(runs, b)
     pairs = [(first[s], second[s]) for s in first if s in second]
     if not pairs or any(x is None or y is None or len(x) != len(y) for x, y in pairs):
         return float("nan")
-    return _se(sum(x - y for x, y in pairs) / len(pairs))
+    return _se(sum(x - y for x, y in pairs) / len(pairs), regions)
 
 
-def seed_pair_se(runs: pd.DataFrame, run: str) -> float:
+def seed_pair_se(runs: pd.DataFrame, run: str, regions=None) -> float:
     """The evaluation's own noise on the difference between two seeds of one run (`paired_se`
     of one seed against another, mean over the pairs): the part of the spread over seeds that
     the test set, not training, could account for. NaN with fewer than two recorded seeds."""
     values = [v for v in _patch_psnrs(runs, run).values() if v is not None]
-    ses = [_se(x - y) for i, x in enumerate(values) for y in values[i + 1 :] if len(x) == len(y)]
+    ses = [
+        _se(x - y, regions)
+        for i, x in enumerate(values)
+        for y in values[i + 1 :]
+        if len(x) == len(y)
+    ]
     return sum(ses) / len(ses) if ses else float("nan")
 
 
@@ -228,17 +257,43 @@ def _outcome(was, now) -> str:
 
 def identity(runs: pd.DataFrame, results: str | Path) -> dict | None:
     """The identity baseline of the runs' test set: as their folders recorded it; else as
-    recorded beside the results; else the dataset's own, if its test set has as many patches as
-    the runs were evaluated on (a rebuilt dataset must not lend its baseline to older runs)."""
+    recorded beside the results; else the dataset's own (`_dataset_identity`)."""
     recorded = [Path(folder) / IDENTITY_FILE for folder in runs["folder"]]
     for path in [*recorded, Path(results) / IDENTITY_FILE]:
         if path.is_file():
             return json.loads(path.read_text())
+    return _dataset_identity(runs)
+
+
+def _dataset_identity(runs: pd.DataFrame) -> dict | None:
+    """The identity record beside the dataset the runs name, if its test set has as many patches
+    as the runs were evaluated on (a rebuilt dataset must not lend its baseline to older runs)."""
     cfg = load_config(runs["folder"].iloc[0])
     path = Path(cfg.dataset_dir) / cfg.phone / IDENTITY_FILE
     found = json.loads(path.read_text()) if path.is_file() else None
     patches = metrics_table(runs["folder"].iloc[0]).iloc[-1].get("patches")
     return found if found and found.get("patches") == patches else None
+
+
+def identity_patches(runs: pd.DataFrame, ident: dict | None) -> np.ndarray | None:
+    """Every test patch's identity PSNR: as recorded with the runs' identity, else beside the
+    dataset (records from before `patch_psnr` existed have none); None when neither has it."""
+    for record in (ident, _dataset_identity(runs)):
+        if record and record.get("patch_psnr"):
+            return np.asarray(record["patch_psnr"], np.float64)
+    return None
+
+
+def region_gain_se(runs: pd.DataFrame, ident: np.ndarray | None, regions) -> list[float]:
+    """Per run folder: the standard error of its gain over the identity, patch by patch, with
+    each region of a photograph as one draw (NaN without per-patch records or regions)."""
+    out = []
+    for folder, steps in zip(runs["folder"], runs["steps"]):
+        psnr = read_patch_psnr(Path(folder), int(steps))
+        usable = ident is not None and regions is not None and psnr is not None
+        same = usable and len(psnr) == len(ident) == len(regions)
+        out.append(standard_error(psnr - ident, regions) if same else float("nan"))
+    return out
 
 
 @dataclass
@@ -266,9 +321,11 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     if runs.empty:
         raise FileNotFoundError(f"{results}: no finished run folder: run the sweep first")
     base_run, labels = experiment(results)
-    table, effect = final_table(runs), effects(runs, base_run, labels)
-    cfg = load_config(runs["folder"].iloc[0])
+    regions = test_regions(runs)
     ident = identity(runs, results)
+    runs["gain_region_se"] = region_gain_se(runs, identity_patches(runs, ident), regions)
+    table, effect = final_table(runs), effects(runs, base_run, labels, regions)
+    cfg = load_config(runs["folder"].iloc[0])
     ident_psnr = ident.get(PSNR, ident["psnr"]) if ident else None
     earlier = _earlier(spec, effect)
     curves = runs.groupby("run", sort=False)["folder"].apply(list).to_dict()
@@ -297,6 +354,7 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
         cfg.vgg_weights == "random",
         unfinished(results),
         seed_pair_se(runs, base_run),
+        seed_pair_se(runs, base_run, regions) if regions is not None else float("nan"),
     )
     atomic_write(out / "summary.md", text.encode())
     return Report(results, runs, table, effect, ident, earlier, out / "summary.md", figures)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dped.evaluation import ms_ssim_text
+from dped.evaluation import REGION_PX, ms_ssim_text
 
 
 def fmt(mean: float, std: float, digits: int, defined: int | None = None, seeds: int = 0) -> str:
@@ -40,9 +40,11 @@ def text(
     vgg_random: bool = False,
     missing: list[str] | None = None,
     seed_noise: float = float("nan"),
+    region_noise: float = float("nan"),
 ) -> str:
     """summary.md: `identity` as recorded and its PSNR in the report's protocol; `earlier`:
-    `report.compare_verdicts`; `seed_noise`: `report.seed_pair_se` of the baseline."""
+    `report.compare_verdicts`; `seed_noise` / `region_noise`: `report.seed_pair_se` of the
+    baseline, patches / regions of a photograph as draws."""
     lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
     if missing:
         lines += [
@@ -57,7 +59,8 @@ def text(
         lines += [f"## Scale ({spec['profile']} profile)", "", notes, "", f"Keys: {keys}.", ""]
     base_run = spec.get("baseline", "seed")
     lines += _results_lines(table, identity, identity_psnr)
-    lines += _seed_noise_lines(table, base_run, seed_noise)
+    lines += _flattening_lines(table, base_run)
+    lines += _seed_noise_lines(table, base_run, seed_noise, region_noise)
     lines += _effect_lines(effect, table, base_run)
     if earlier is not None:
         lines += _earlier_lines(earlier, spec["compare"][spec["profile"]])
@@ -81,17 +84,21 @@ def _results_lines(table: pd.DataFrame, identity: dict | None, ident: float | No
         "The evaluation's own noise (means over seeds): *eval SE*, the standard error of a "
         "run's PSNR over the test patches (another draw of patches would move every run, "
         "largely together: how hard a patch is, every run shares); *gain SE*, that of its gain "
-        "over the identity baseline, patch by patch (the noise *vs identity* carries). *last "
-        "30%*: the PSNR gained over the last 30% of the iterations (a flattened curve gains "
-        "little there).",
+        "over the identity baseline, patch by patch (the noise *vs identity* carries); *region "
+        f"SE*, the gain's again with each {REGION_PX}x{REGION_PX}-pixel region of a photograph "
+        "counted as one draw (neighbouring patches are alike: a lower bound on how far other "
+        "photographs could move *vs identity*; — where the dataset does not say where its "
+        "patches were cut). *last 30%*: the PSNR gained over the last 30% of the iterations (a "
+        "flattened curve gains little there).",
         "",
         "| run | seeds | PSNR (dB) | vs identity (dB) | eval SE (dB) | gain SE (dB) "
-        "| last 30% (dB) | SSIM | MS-SSIM | wall time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| region SE (dB) | last 30% (dB) | SSIM | MS-SSIM | wall time (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run, r in table.iterrows():
         noise = " | ".join(
-            f"{r[k, 'mean']:.2f}".replace("nan", "—") for k in ("psnr_se", "gain_se")
+            f"{r[k, 'mean']:.2f}".replace("nan", "—") if (k, "mean") in r.index else "—"
+            for k in ("psnr_se", "gain_se", "gain_region_se")
         )
         lines.append(
             f"| {run} | {int(r[('seeds', '')])} | {_cell(r, 'psnr', 2)} | "
@@ -101,22 +108,54 @@ def _results_lines(table: pd.DataFrame, identity: dict | None, ident: float | No
     return lines
 
 
-def _seed_noise_lines(table: pd.DataFrame, base_run: str, seed_noise: float) -> list[str]:
+def _flattening_lines(table: pd.DataFrame, base_run: str) -> list[str]:
+    """Whether the baseline's curve has flattened, by a rule stated beside the numbers."""
+    if base_run not in table.index:
+        return []
+    r = table.loc[base_run]
+    tail, spread = r[("tail_gain", "mean")], r[("psnr", "std")]
+    if pd.isna(tail) or pd.isna(spread):
+        return []
+    flat = tail < spread
+    return [
+        "",
+        f"Has `{base_run}`'s curve flattened? The rule: yes when the PSNR it gains over the last "
+        "30% of its iterations (mean over seeds) is below the spread of its final PSNR over "
+        "seeds, so that training on would move the result less than another seed does. "
+        f"`{base_run}` gains {tail:.2f} dB there, against a spread of {spread:.2f} dB: "
+        + ("flattened." if flat else "**not flattened** at this length."),
+    ]
+
+
+def _seed_noise_lines(
+    table: pd.DataFrame, base_run: str, seed_noise: float, region_noise: float
+) -> list[str]:
     """The spread over seeds beside the evaluation's own noise on a difference between runs."""
     if pd.isna(seed_noise) or base_run not in table.index:
         return []
     spread = table.loc[base_run][("psnr", "std")]
+    regions = (
+        ""
+        if pd.isna(region_noise)
+        else (
+            f", and {region_noise:.3f} dB counting each {REGION_PX}x{REGION_PX}-pixel region of a "
+            "photograph as one draw (neighbouring patches are alike: this one grows further with "
+            "larger regions, so it is a lower bound on how far another set of photographs could "
+            "move the difference)"
+        )
+    )
+    noise = seed_noise if pd.isna(region_noise) else region_noise
     return [
         "",
         f"Spread over seeds against the evaluation's own noise: the final PSNR of `{base_run}` "
         f"varies by {spread:.2f} dB (std over seeds); the test set's noise on the difference "
-        f"between two of its seeds is {seed_noise:.3f} dB (standard error over patches of "
-        "their per-patch difference, mean over pairs of seeds). "
+        f"between two of its seeds (standard error of their per-patch difference, mean over "
+        f"pairs of seeds) is {seed_noise:.3f} dB counting each test patch as a draw{regions}. "
         + (
             "Comparisons between runs on these patches are limited by the seeds, not by the "
             "test set."
-            if seed_noise < spread / 2
-            else "The test set's noise is not small beside the seeds': more test patches "
+            if noise < spread / 2
+            else "The test set's noise is not small beside the seeds': more test photographs "
             "would sharpen comparisons."
         ),
     ]
@@ -132,13 +171,17 @@ def _effect_lines(effect: pd.DataFrame, table: pd.DataFrame, base_run: str) -> l
         "per-seed differences, else 'no effect resolved' at this scale. *eval SE*: the "
         "evaluation's own noise on the mean effect (standard error over the test patches of "
         "the effect taken patch by patch), to set beside the standard error over seeds "
-        "(std / sqrt(seeds)).",
+        f"(std / sqrt(seeds)); *region SE*: the same with each {REGION_PX}x{REGION_PX}-pixel "
+        "region of a photograph counted as one draw (— where the dataset does not say where "
+        "its patches were cut).",
         "",
-        "| change | effect (dB) | seeds | eval SE (dB) | verdict |",
-        "|---|---:|---:|---:|---|",
+        "| change | effect (dB) | seeds | eval SE (dB) | region SE (dB) | verdict |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for _, r in effect.iterrows():
-        noise = "—" if pd.isna(r["eval_se_db"]) else f"{r['eval_se_db']:.3f}"
+        noise = " | ".join(
+            "—" if pd.isna(r[k]) else f"{r[k]:.3f}" for k in ("eval_se_db", "region_se_db")
+        )
         lines.append(
             f"| {r['modification']} | {fmt(r['effect_db'], r['spread_db'], 2, seeds=r['seeds'])} "
             f"| {r['seeds']} | {noise} | {r['verdict']} |"

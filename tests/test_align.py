@@ -5,13 +5,14 @@ phone-camera model."""
 import json
 
 import cv2
+import imageio.v3 as iio
 import numpy as np
 import pytest
 
 from dped import align, minidata
 from dped.cli import main
 from dped.config import preset
-from dped.data import discover
+from dped.data import discover, read_test_positions
 
 
 def photo_pair(name: str, index: int):
@@ -93,6 +94,14 @@ def test_align_builds_a_dped_layout_that_training_reads(folders, tmp_path, capsy
     # Split by photo: one test photo, whose phone side is the full-size test image.
     tests = [r for r in report.values() if ",test," in r]
     assert len(tests) == 1 and len(files.full_size) == 1 and files.full_size[0].stem in tests[0]
+    # Each test patch's place in its photograph (the report groups neighbours by region).
+    positions = read_test_positions(out, "myphone")
+    assert len(positions) == len(files.test.phone)
+    assert {name for name, _, _ in positions} == {files.full_size[0].stem}
+    name, r, c = positions[-1]
+    full = iio.imread(files.full_size[0]).astype(np.float32)
+    patch = iio.imread(files.test.phone[-1]).astype(np.float32)
+    assert np.abs(patch - full[r : r + len(patch), c : c + len(patch)]).mean() < 3.0
     shifts = residuals(base, "myphone")
     assert np.median(shifts) <= 0.3 and np.percentile(shifts, 90) <= 0.8, shifts
     assert sorted(p.name for p in (base / "align_figures").iterdir()) == [

@@ -163,6 +163,29 @@ def test_mini_dataset_has_the_dped_layout_and_no_leakage(mini):
     assert mse.min() > 100.0
 
 
+def test_mini_dataset_says_where_each_test_patch_was_cut(mini):
+    cfg, _ = mini
+    files = data.load_files(cfg)
+    positions = data.read_test_positions(cfg.dataset_dir, cfg.phone)
+    assert len(positions) == len(files.test)
+    size = cfg.patch_size
+    photos = {name: minidata.load_photo(name).astype(np.float32) for name, _, _ in positions}
+    for i in (0, len(positions) // 2, len(positions) - 1):
+        name, r, c = positions[i]
+        patch = iio.imread(files.test.dslr[i]).astype(np.float32)
+        here = np.abs(patch - photos[name][r : r + size, c : c + size]).mean()
+        beside = np.abs(patch - photos[name][r + 3 : r + 3 + size, c : c + size]).mean()
+        assert here < 3.0 < beside  # JPEG's error only, where a 3-pixel shift is far off
+
+
+def test_missing_or_malformed_positions_read_as_unknown(tmp_path):
+    assert data.read_test_positions(tmp_path, "p") is None
+    data.write_test_positions(tmp_path / "p", [("a", 0, 24), ("b", 48, 0)])
+    assert data.read_test_positions(tmp_path, "p") == [("a", 0, 24), ("b", 48, 0)]
+    (tmp_path / "p" / "test_data" / "patches" / data.POSITIONS_FILE).write_text("patch,x\n0,1\n")
+    assert data.read_test_positions(tmp_path, "p") is None
+
+
 def test_phone_side_is_degraded_and_misaligned(mini):
     cfg, _ = mini
     files = data.load_files(cfg)

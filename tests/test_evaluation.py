@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from dped.evaluation import PairMetrics, patch_psnr
+from dped.evaluation import REGION_PX, PairMetrics, patch_psnr, region_labels, standard_error
 
 
 def test_pair_metrics_give_the_per_patch_mean_and_its_standard_error_over_batches():
@@ -112,3 +112,27 @@ def test_evaluation_numbers_do_not_depend_on_the_evaluation_batch(name, tmp_path
     for key, value in results[7].items():
         if not key.startswith("test_"):
             assert split[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+def test_the_standard_error_over_groups_counts_a_group_of_equal_values_as_one_draw():
+    rng = np.random.default_rng(4)
+    values = rng.normal(0, 1, 12)
+    singletons = standard_error(values, np.arange(12))
+    assert singletons == pytest.approx(values.std(ddof=1) / np.sqrt(12), rel=1e-12)
+    assert standard_error(values) == pytest.approx(singletons, rel=1e-12)
+    groups = rng.normal(0, 1, 4)
+    repeated = np.repeat(groups, 3)  # 4 groups of 3 equal values: 4 draws, not 12
+    assert standard_error(repeated, np.repeat([7, 1, 3, 9], 3)) == pytest.approx(
+        groups.std(ddof=1) / 2.0, rel=1e-12
+    )
+    assert standard_error(repeated) < standard_error(repeated, np.repeat(np.arange(4), 3)) / 1.5
+    assert np.isnan(standard_error(values, np.zeros(12)))  # one group: nothing to compare
+    assert standard_error(values[:1]) == 0.0
+
+
+def test_region_labels_group_patches_by_photograph_and_block():
+    r = REGION_PX
+    positions = [("a", 0, 0), ("a", 0, r - 24), ("a", 0, r), ("b", 0, 0), ("a", r - 1, 5)]
+    labels = region_labels(positions)
+    assert labels[0] == labels[1] == labels[4]
+    assert len({labels[0], labels[2], labels[3]}) == 3

@@ -85,10 +85,11 @@ def test_build_writes_the_summary_numbers_and_figures(tmp_path):
         "- patch 32 instead of 100.\n\nKeys: patch_size: 32.\n"
     )
     assert "PSNR 17.00 dB over 50 test patches, MS-SSIM 0.8000" in text
-    assert "| seed | 3 | 21.00 +- 1.00 | 4.00 +- 1.00 | 0.10 | 0.04 | 3.00 +- 0.00 |" in text
+    assert "| seed | 3 | 21.00 +- 1.00 | 4.00 +- 1.00 | 0.10 | 0.04 | — | 3.00 +- 0.00 |" in text
     # No per-patch files: no evaluation noise for the effects.
-    assert "| the seed-no-augment change | 1.00 +- 0.00 | 3 | — | helps |" in text
+    assert "| the seed-no-augment change | 1.00 +- 0.00 | 3 | — | — | helps |" in text
     assert "Runs use random VGG-19 weights" in text
+    assert "`seed` gains 3.00 dB there, against a spread of 1.00 dB: **not flattened**" in text
     assert (results / "psnr_curves.png").stat().st_size > 10_000
     assert (results / "effects.png").stat().st_size > 5_000
     assert built.figures["psnr_curves"].axes[0].get_title() == "seed (3 seeds)"
@@ -122,8 +123,9 @@ def test_the_evaluation_noise_of_an_effect_is_paired_by_patch(tmp_path):
     pairs = [values["seed", i] - values["seed", j] for i, j in ((0, 1), (0, 2), (1, 2))]
     seed_noise = np.mean([d.std(ddof=1) / np.sqrt(50) for d in pairs])
     text = built.summary.read_text()
-    assert f"| the seed-b change | 0.83 +- 0.29 | 3 | {effect:.3f} | helps |" in text
-    assert f"between two of its seeds is {seed_noise:.3f} dB" in text
+    assert f"pairs of seeds) is {seed_noise:.3f} dB counting each test patch as a draw." in text
+    # The dataset does not say where its patches were cut: no region SE.
+    assert f"| the seed-b change | 0.83 +- 0.29 | 3 | {effect:.3f} | — | helps |" in text
     # A record from another step than the run's last evaluation is not its final one.
     write_patch_psnr(results / "seed-b-s2", 900, values["seed-b", 2])
     assert np.isnan(report.build(results).effects.set_index("run").loc["seed-b", "eval_se_db"])
@@ -231,3 +233,69 @@ def test_a_partial_sweep_counts_only_finished_runs_and_names_the_others(tmp_path
     text = built.summary.read_text()
     assert "**Partial sweep**: 1 run folders are not in these numbers" in text
     assert ": b-s1. `make reproduce`" in text
+
+
+def test_the_region_se_counts_neighbouring_patches_of_a_photograph_as_one_draw(tmp_path):
+    """Where the dataset says where its test patches were cut, the report's second standard
+    error takes each region's patches together: when runs differ by region, not by patch, it
+    is the standard error over regions, several times the one over patches."""
+    import numpy as np
+
+    from dped.data import write_test_positions
+    from dped.evaluation import REGION_PX, standard_error
+    from dped.runs import read_patch_psnr, write_patch_psnr
+
+    results = write_sweep(
+        tmp_path, {"seed": {0: 20.0, 1: 21.0, 2: 22.0}, "seed-b": {0: 19.0, 1: 20.0, 2: 21.5}}
+    )
+    # 50 patches: 10 regions of 5 (two photographs), cut 19 pixels apart within a region.
+    positions = [
+        (f"photo{g // 5}", (g % 5) * REGION_PX, k * 19) for g in range(10) for k in range(5)
+    ]
+    write_test_positions(tmp_path / "data" / "mini", positions)
+    for folder in results.iterdir():
+        if (folder / "config.yaml").is_file():
+            cfg = yaml.safe_load((folder / "config.yaml").read_text())
+            cfg |= {"dataset_dir": str(tmp_path / "data"), "phone": "mini"}
+            (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rng = np.random.default_rng(3)
+    by_region = np.repeat(rng.normal(0, 1, 10), 5)  # the runs' difference varies by region
+    for seed in (0, 1, 2):
+        base = 20 + rng.normal(0, 3, 50)
+        write_patch_psnr(results / f"seed-s{seed}", 1000, base)
+        write_patch_psnr(results / f"seed-b-s{seed}", 1000, base - 0.8 + by_region)
+    # The gain over the identity, region by region, needs the identity's per-patch PSNRs.
+    assert report.build(results).table[("gain_region_se", "mean")].isna().all()
+    ident = np.round(18 + rng.normal(0, 3, 50), 4)
+    for folder in results.glob("*-s*"):
+        (folder / IDENTITY_FILE).write_text(json.dumps({**IDENTITY, "patch_psnr": list(ident)}))
+    built = report.build(results)
+    gains = [read_patch_psnr(results / f"seed-b-s{seed}", 1000) - ident for seed in (0, 1, 2)]
+    want = np.mean([standard_error(g, np.repeat(np.arange(10), 5)) for g in gains])
+    assert built.table.loc["seed-b", ("gain_region_se", "mean")] == pytest.approx(want)
+    assert want > 1.5 * built.table.loc["seed-b", ("gain_se", "mean")]
+    effect = built.effects.set_index("run").loc["seed-b"]
+    region_means = by_region.reshape(10, 5).mean(1)
+    assert effect["region_se_db"] == pytest.approx(region_means.std(ddof=1) / np.sqrt(10))
+    assert effect["eval_se_db"] == pytest.approx(by_region.std(ddof=1) / np.sqrt(50))
+    assert effect["region_se_db"] > 2 * effect["eval_se_db"]
+    # A dataset whose test set is not the one the runs were evaluated on lends no regions.
+    write_test_positions(tmp_path / "data" / "mini", positions[:40])
+    assert np.isnan(report.build(results).effects.set_index("run").loc["seed-b", "region_se_db"])
+
+
+def test_a_curve_counts_as_flattened_when_its_tail_gains_less_than_the_seeds_spread():
+    runs = pd.DataFrame(
+        {
+            "run": ["seed"] * 3,
+            "seed": [0, 1, 2],
+            "psnr": [20.0, 20.5, 21.0],  # spread 0.5
+            "tail_gain": [0.2, 0.3, 0.4],
+            **{k: [0.1] * 3 for k in ("psnr_se", "gain_se", "ssim", "ms_ssim", "wall_s")},
+        }
+    )
+    lines = summary._flattening_lines(report.final_table(runs), "seed")
+    assert lines[-1].endswith("`seed` gains 0.30 dB there, against a spread of 0.50 dB: flattened.")
+    runs["tail_gain"] = [0.5, 0.6, 0.7]
+    lines = summary._flattening_lines(report.final_table(runs), "seed")
+    assert lines[-1].endswith("**not flattened** at this length.")
