@@ -57,6 +57,7 @@ def text(
         keys = ", ".join(f"{k}: {v}" for k, v in spec["profile_keys"].items())
         notes = spec["profile_notes"].strip().replace("\n- ", "\n\n- ")
         lines += [f"## Scale ({spec['profile']} profile)", "", notes, "", f"Keys: {keys}.", ""]
+        lines += _own_keys_lines(spec)
     base_run = spec.get("baseline", "seed")
     lines += _results_lines(table, identity, identity_psnr)
     lines += _flattening_lines(table, base_run)
@@ -68,6 +69,21 @@ def text(
     if vgg_random:
         lines += ["Runs use random VGG-19 weights (vgg_random: true).", ""]
     return "\n".join(lines)
+
+
+def _own_keys_lines(spec: dict) -> list[str]:
+    """The profile keys every run of the experiment sets to one value of its own (a run's keys
+    win over the profile's): the notes above describe the profile, not these runs."""
+    runs = list(spec.get("runs", {}).values())
+    own = {
+        k: runs[0][k]
+        for k in spec["profile_keys"]
+        if runs and all(k in r and r[k] == runs[0][k] for r in runs)
+    }
+    if not own:
+        return []
+    keys = ", ".join(f"{k}: {v}" for k, v in own.items())
+    return [f"**Every run of this experiment sets its own {keys}**, over the profile's.", ""]
 
 
 def _results_lines(table: pd.DataFrame, identity: dict | None, ident: float | None) -> list[str]:

@@ -299,3 +299,22 @@ def test_a_curve_counts_as_flattened_when_its_tail_gains_less_than_the_seeds_spr
     runs["tail_gain"] = [0.5, 0.6, 0.7]
     lines = summary._flattening_lines(report.final_table(runs), "seed")
     assert lines[-1].endswith("**not flattened** at this length.")
+
+
+def test_keys_every_run_sets_over_the_profile_are_stated_beside_the_profile_notes():
+    spec = {
+        "profile_keys": {"num_iters": 1500, "eval_every": 150, "batch_size": 2},
+        "runs": {
+            "seed": {"preset": "seed", "num_iters": 3000, "eval_every": 300},
+            "paper": {"preset": "paper", "num_iters": 3000, "eval_every": 300, "batch_size": 4},
+        },
+    }
+    assert summary._own_keys_lines(spec) == [
+        "**Every run of this experiment sets its own num_iters: 3000, eval_every: 300**, over "
+        "the profile's.",
+        "",
+    ]
+    spec["runs"]["paper"]["num_iters"] = 1000  # not one value for every run: not stated
+    assert "num_iters" not in summary._own_keys_lines(spec)[0]
+    del spec["runs"]["seed"]["eval_every"], spec["runs"]["seed"]["num_iters"]
+    assert summary._own_keys_lines(spec) == []
