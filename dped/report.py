@@ -144,23 +144,24 @@ def effects(
     runs: pd.DataFrame, baseline: str, labels: dict[str, str], regions=None
 ) -> pd.DataFrame:
     """PSNR of the baseline minus each labelled run, paired by seed, then mean and spread, and
-    the evaluation's own noise on that mean (`paired_se`: patches as draws, and, with `regions`
-    (`test_regions`), regions of a photograph as draws)."""
+    the evaluation's own noise on that mean: the standard error over test patches of the effect
+    taken patch by patch (`_paired_difference`: how hard each patch is, shared by every run,
+    cancels), with patches as draws and, with `regions` (`patch_regions`), regions of a
+    photograph as draws."""
     by = runs.pivot_table(index="seed", columns="run", values="psnr")
     rows = []
     for run, label in labels.items():
         if run in by and baseline in by:
             diff = (by[baseline] - by[run]).dropna()
+            per_patch = _paired_difference(runs, baseline, run)
             rows.append(
                 {
                     "modification": label,
                     "run": run,
                     "effect_db": diff.mean(),
                     "spread_db": diff.std(),
-                    "eval_se_db": paired_se(runs, baseline, run),
-                    "region_se_db": paired_se(runs, baseline, run, regions)
-                    if regions is not None
-                    else float("nan"),
+                    "eval_se_db": _se(per_patch),
+                    "region_se_db": _se(per_patch, regions) if regions is not None else np.nan,
                     "seeds": len(diff),
                     "verdict": verdict(diff.mean(), diff.std(), len(diff)),
                 }
@@ -179,7 +180,7 @@ def _patch_psnrs(runs: pd.DataFrame, run: str) -> dict:
     }
 
 
-def test_regions(runs: pd.DataFrame):
+def patch_regions(runs: pd.DataFrame):
     """A region label per test patch (`evaluation.region_labels`) of the dataset the runs name,
     if it says where its patches were cut and has as many as the runs were evaluated on; else
     None (the real DPED's test patches, or a dataset rebuilt since)."""
@@ -189,27 +190,26 @@ def test_regions(runs: pd.DataFrame):
     return region_labels(positions) if positions and len(positions) == patches else None
 
 
-def _se(values, regions) -> float:
-    if regions is not None and len(regions) != len(values):
+def _se(values, regions=None) -> float:
+    if values is None or (regions is not None and len(regions) != len(values)):
         return float("nan")
     return standard_error(values, regions)
 
 
-def paired_se(runs: pd.DataFrame, a: str, b: str, regions=None) -> float:
-    """The evaluation's own noise on PSNR(a) - PSNR(b), both averaged over the seeds both ran:
-    the standard error over test patches of that difference taken patch by patch, so that how
-    hard each patch is (shared by every run) cancels; with `regions`, each region's patches
-    count as one draw. NaN without per-patch records."""
+def _paired_difference(runs: pd.DataFrame, a: str, b: str):
+    """PSNR(a) - PSNR(b) patch by patch, averaged over the seeds both ran; None without
+    per-patch records of every such seed."""
     first, second = _patch_psnrs(runs, a), _patch_psnrs(runs, b)
     pairs = [(first[s], second[s]) for s in first if s in second]
     if not pairs or any(x is None or y is None or len(x) != len(y) for x, y in pairs):
-        return float("nan")
-    return _se(sum(x - y for x, y in pairs) / len(pairs), regions)
+        return None
+    return sum(x - y for x, y in pairs) / len(pairs)
 
 
 def seed_pair_se(runs: pd.DataFrame, run: str, regions=None) -> float:
-    """The evaluation's own noise on the difference between two seeds of one run (`paired_se`
-    of one seed against another, mean over the pairs): the part of the spread over seeds that
+    """The evaluation's own noise on the difference between two seeds of one run (the standard
+    error of one seed's per-patch PSNRs minus another's, mean over the pairs; with `regions`,
+    regions of a photograph as draws): the part of the spread over seeds that
     the test set, not training, could account for. NaN with fewer than two recorded seeds."""
     values = [v for v in _patch_psnrs(runs, run).values() if v is not None]
     ses = [
@@ -321,7 +321,7 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     if runs.empty:
         raise FileNotFoundError(f"{results}: no finished run folder: run the sweep first")
     base_run, labels = experiment(results)
-    regions = test_regions(runs)
+    regions = patch_regions(runs)
     ident = identity(runs, results)
     runs["gain_region_se"] = region_gain_se(runs, identity_patches(runs, ident), regions)
     table, effect = final_table(runs), effects(runs, base_run, labels, regions)
