@@ -34,7 +34,7 @@ from dped.runs import (
 PSNR = "psnr_dslr_enhanced"
 SE = "psnr_dslr_enhanced_se"  # its standard error over the test patches
 GAIN_SE = "psnr_gain_se"  # that of its gain over the identity baseline, paired by patch
-TAIL = 0.3  # a curve has flattened when its last 30% of iterations add little (see _tail_gain)
+TAIL = 0.3  # the share of iterations _tail_gain reads (summary._flattening_lines: the rule)
 
 
 def load_spec(results: str | Path) -> dict:
