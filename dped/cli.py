@@ -97,7 +97,7 @@ def _report_command(args: argparse.Namespace) -> None:
     from dped import report
 
     built = report.build(args.results, args.out)
-    print(f"{built.summary}, psnr_curves.png, effects.png ({len(built.runs)} runs)")
+    print(f"{built.written()} ({len(built.runs)} runs)")
 
 
 def _calibrate_command(args: argparse.Namespace) -> None:

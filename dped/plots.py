@@ -25,6 +25,21 @@ def _save(fig, out: str | Path | None, layout: bool = True):
     return fig
 
 
+def _label_axes(axes, used: int, ylabel: str) -> None:
+    """Small multiples sharing x: hide the unused panels; label y in the first column, and x
+    under the lowest panel of each column (with a shorter last row, some sit a row higher)."""
+    columns = axes.shape[1]
+    for i, ax in enumerate(axes.flat):
+        if i >= used:
+            ax.set_axis_off()
+            continue
+        if i % columns == 0:
+            ax.set_ylabel(ylabel)
+        if i + columns >= used:
+            ax.tick_params(labelbottom=True)
+            ax.set_xlabel("iteration")
+
+
 def curve_stats(folders: list[str | Path], metric: str = "psnr_dslr_enhanced") -> pd.DataFrame:
     """Per evaluation step: the mean, standard deviation and count over the runs' folders (one
     per seed) of `metric` (each run's headline `psnr` where it has no such column)."""
@@ -85,12 +100,7 @@ def psnr_curves(
             ax.axhline(baseline_psnr, ls="--", c="k", lw=0.9, label="identity")
         ax.set_title(f"{label} ({seeds} seed{'s' * (seeds > 1)})", fontsize=9)
         ax.grid(alpha=0.3)
-    for ax in axes.flat[len(stats) :]:
-        ax.set_axis_off()
-    for ax in axes[:, 0]:
-        ax.set_ylabel("test PSNR (dB)")
-    for ax in axes[-1]:
-        ax.set_xlabel("iteration")
+    _label_axes(axes, len(stats), "test PSNR (dB)")
     handles = {}
     for ax in axes.flat:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -106,6 +116,60 @@ def psnr_curves(
         frameon=False,
     )
     fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _save(fig, out, layout=False)
+
+
+def effect_curves(
+    curves: pd.DataFrame,
+    tail_from: dict[str, int] | None = None,
+    title: str = "effect of each change at every evaluation",
+    out: str | Path | None = None,
+    columns: int = 4,
+):
+    """One panel per change (`report.effect_curves`): its effect against iteration, mean over
+    seeds, with a band of +- two standard errors over seeds (the verdict's margin: where the
+    band leaves zero, the verdict is 'helps' or 'hurts'), zero marked and the last stretch of
+    iterations (`tail_from`, {run: first step}) shaded. Each panel has its own y scale: effects
+    span from tenths of a dB to several dB."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    changes = list(dict.fromkeys(curves["run"]))
+    rows = max(1, -(-len(changes) // columns))
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.2 * columns, 2.7 * rows + 0.6), sharex=True, squeeze=False
+    )
+    for ax, run in zip(axes.flat, changes):
+        c = curves[curves["run"] == run]
+        margin = 2 * c["spread_db"].fillna(0) / c["seeds"] ** 0.5
+        ax.axhline(0, c="k", lw=0.8)
+        if tail_from and run in tail_from:
+            ax.axvspan(tail_from[run], c["step"].max(), color="0.9", lw=0, label="last 30%")
+        ax.fill_between(
+            c["step"],
+            c["effect_db"] - margin,
+            c["effect_db"] + margin,
+            color="tab:orange",
+            alpha=0.3,
+            lw=0,
+            label="± 2 standard errors over seeds",
+        )
+        ax.plot(c["step"], c["effect_db"], c="tab:orange", marker="o", ms=2.5, label="mean")
+        ax.set_title(textwrap.fill(c["modification"].iloc[0], 38), fontsize=8)
+        ax.grid(alpha=0.3)
+    _label_axes(axes, len(changes), "effect (dB)")
+    if not changes:  # an experiment without `reverts` labels
+        axes.flat[0].text(0.5, 0.5, "no run reverts a change of the baseline", ha="center")
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    fig.legend(
+        handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=8, frameon=False
+    )
+    fig.suptitle(title + "\n> 0: the change helps the baseline", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, out, layout=False)
 

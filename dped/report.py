@@ -86,7 +86,7 @@ def collect(results: str | Path, only: str | None = None) -> pd.DataFrame:
 
 def _final(folder: Path) -> dict:
     m = metrics_table(folder)
-    psnr = m[PSNR] if PSNR in m else m["psnr"]
+    psnr = _psnr(m)
     last = m.iloc[-1]
     return {
         "steps": int(last["step"]),
@@ -101,14 +101,25 @@ def _final(folder: Path) -> dict:
     }
 
 
+def _psnr(metrics: pd.DataFrame) -> pd.Series:
+    """A run's test PSNR in the report's protocol (its headline `psnr` where it has no such
+    column)."""
+    return metrics[PSNR] if PSNR in metrics else metrics["psnr"]
+
+
+def tail_start(steps: pd.Series) -> int:
+    """Where the last TAIL of the iterations starts: the last evaluation at or before that
+    point (the first evaluation when none is)."""
+    before = steps[steps <= steps.iloc[-1] * (1 - TAIL)]
+    return int(before.iloc[-1] if len(before) else steps.iloc[0])
+
+
 def _tail_gain(steps: pd.Series, psnr: pd.Series) -> float:
-    """PSNR gained over the last TAIL of the iterations (from the last evaluation at or before
-    that point): near 0 once a curve has flattened; NaN with fewer than three evaluations."""
+    """PSNR gained over the last TAIL of the iterations (`tail_start`): near 0 once a curve has
+    flattened; NaN with fewer than three evaluations."""
     if len(steps) < 3:
         return float("nan")
-    start = steps.iloc[-1] * (1 - TAIL)
-    before = psnr[steps <= start]
-    return float(psnr.iloc[-1] - (before.iloc[-1] if len(before) else psnr.iloc[0]))
+    return float(psnr.iloc[-1] - psnr[steps == tail_start(steps)].iloc[0])
 
 
 def collect_experiment(results: str | Path) -> pd.DataFrame:
@@ -152,23 +163,64 @@ def effects(
     rows = []
     for run, label in labels.items():
         if run in by and baseline in by:
-            diff = (by[baseline] - by[run]).dropna()
             per_patch = _paired_difference(runs, baseline, run)
             rows.append(
                 {
                     "modification": label,
                     "run": run,
-                    "effect_db": diff.mean(),
-                    "spread_db": diff.std(),
+                    **_effect_stats(by[baseline] - by[run]),
                     "eval_se_db": _se(per_patch),
                     "region_se_db": _se(per_patch, regions) if regions is not None else np.nan,
-                    "seeds": len(diff),
-                    "verdict": verdict(diff.mean(), diff.std(), len(diff)),
                 }
             )
     columns = ["modification", "run", "effect_db", "spread_db", "eval_se_db", "region_se_db"]
     columns += ["seeds", "verdict"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _effect_stats(diff: pd.Series) -> dict:
+    """Mean, spread and count of per-seed differences (missing seeds left out), and the verdict."""
+    diff = diff.dropna()
+    mean, spread = diff.mean(), diff.std()
+    return {
+        "effect_db": mean,
+        "spread_db": spread,
+        "seeds": len(diff),
+        "verdict": verdict(mean, spread, len(diff)),
+    }
+
+
+def psnr_by_step(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run folder's test PSNR (the report's protocol) at each of its evaluations: one row
+    per step, one column per (run, seed)."""
+    curves = {}
+    for run, seed, folder in zip(runs["run"], runs["seed"], runs["folder"]):
+        m = metrics_table(folder)
+        curves[(run, seed)] = pd.Series(_psnr(m).to_numpy(), index=m["step"].to_numpy())
+    return pd.DataFrame(curves)
+
+
+def effect_curves(runs: pd.DataFrame, baseline: str, labels: dict[str, str]) -> pd.DataFrame:
+    """Each change's effect and verdict at every evaluation, paired by seed as `effects` pairs
+    the final ones: whether a verdict read at the end held before it, or says how fast a
+    variant leaves its start rather than where it ends."""
+    psnr = psnr_by_step(runs)
+    rows = []
+    for run, label in labels.items():
+        if run in psnr and baseline in psnr:
+            for step, per_seed in (psnr[baseline] - psnr[run]).iterrows():
+                if per_seed.notna().any():
+                    rows.append(
+                        {"modification": label, "run": run, "step": step, **_effect_stats(per_seed)}
+                    )
+    columns = ["modification", "run", "step", "effect_db", "spread_db", "seeds", "verdict"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def in_tail(curves: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `effect_curves` in the last TAIL of each change's iterations (`tail_start`)."""
+    keep = [c[c["step"] >= tail_start(c["step"])] for _, c in curves.groupby("run", sort=False)]
+    return pd.concat(keep) if keep else curves
 
 
 def _patch_psnrs(runs: pd.DataFrame, run: str) -> dict:
@@ -302,15 +354,20 @@ class Report:
     runs: pd.DataFrame
     table: pd.DataFrame
     effects: pd.DataFrame
+    effect_curves: pd.DataFrame  # each change's effect at every evaluation
     identity: dict | None
     earlier: pd.DataFrame | None  # compare_verdicts with the experiment's `compare` sweep
     summary: Path
     figures: dict  # name -> matplotlib Figure, saved as <name>.png
 
+    def written(self) -> str:
+        """What `build` wrote, for a line of output: summary.md's path, then the figures."""
+        return ", ".join([str(self.summary), *(f"{name}.png" for name in self.figures)])
+
 
 def build(results: str | Path, out: str | Path | None = None) -> Report:
-    """Everything the report holds, from the run folders: summary.md, psnr_curves.png and
-    effects.png in `out` (default: beside the runs)."""
+    """Everything the report holds, from the run folders: summary.md, psnr_curves.png,
+    effects.png and effect_curves.png in `out` (default: beside the runs)."""
     import matplotlib.pyplot as plt
 
     results = Path(results)
@@ -325,6 +382,7 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     ident = identity(runs, results)
     runs["gain_region_se"] = region_gain_se(runs, identity_patches(runs, ident), regions)
     table, effect = final_table(runs), effects(runs, base_run, labels, regions)
+    over_time = effect_curves(runs, base_run, labels)
     cfg = load_config(runs["folder"].iloc[0])
     ident_psnr = ident.get(PSNR, ident["psnr"]) if ident else None
     earlier = _earlier(spec, effect)
@@ -341,6 +399,12 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
         "effects": effects_chart(
             effect, f"{name}: effect of each change (leave-one-out)", out / "effects.png"
         ),
+        "effect_curves": plots.effect_curves(
+            over_time,
+            {run: tail_start(c["step"]) for run, c in over_time.groupby("run", sort=False)},
+            title=f"{name}: effect of each change at every evaluation ({spec['profile']} profile)",
+            out=out / "effect_curves.png",
+        ),
     }
     for fig in figures.values():  # saved; a notebook shows them with display()
         plt.close(fig)
@@ -355,9 +419,12 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
         unfinished(results),
         seed_pair_se(runs, base_run),
         seed_pair_se(runs, base_run, regions) if regions is not None else float("nan"),
+        in_tail(over_time),
     )
     atomic_write(out / "summary.md", text.encode())
-    return Report(results, runs, table, effect, ident, earlier, out / "summary.md", figures)
+    return Report(
+        results, runs, table, effect, over_time, ident, earlier, out / "summary.md", figures
+    )
 
 
 def _earlier(spec: dict, effect: pd.DataFrame) -> pd.DataFrame | None:

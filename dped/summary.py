@@ -41,10 +41,12 @@ def text(
     missing: list[str] | None = None,
     seed_noise: float = float("nan"),
     region_noise: float = float("nan"),
+    tail: pd.DataFrame | None = None,
 ) -> str:
     """summary.md: `identity` as recorded and its PSNR in the report's protocol; `earlier`:
     `report.compare_verdicts`; `seed_noise` / `region_noise`: `report.seed_pair_se` of the
-    baseline, patches / regions of a photograph as draws."""
+    baseline, patches / regions of a photograph as draws; `tail`: `report.in_tail` of the
+    effect curves."""
     lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
     if missing:
         lines += [
@@ -63,9 +65,12 @@ def text(
     lines += _flattening_lines(table, base_run)
     lines += _seed_noise_lines(table, base_run, seed_noise, region_noise)
     lines += _effect_lines(effect, table, base_run)
+    if tail is not None and not tail.empty:
+        lines += _settled_lines(tail)
     if earlier is not None:
         lines += _earlier_lines(earlier, spec["compare"][spec["profile"]])
     lines += ["", "![PSNR curves](psnr_curves.png)", "", "![effects](effects.png)", ""]
+    lines += ["![effects at every evaluation](effect_curves.png)", ""]
     if vgg_random:
         lines += ["Runs use random VGG-19 weights (vgg_random: true).", ""]
     return "\n".join(lines)
@@ -203,6 +208,37 @@ def _effect_lines(effect: pd.DataFrame, table: pd.DataFrame, base_run: str) -> l
             f"| {r['seeds']} | {noise} | {r['verdict']} |"
         )
     return lines
+
+
+def _settled_lines(tail: pd.DataFrame) -> list[str]:
+    """Each change's effect and verdict at every evaluation of the last 30% of its iterations,
+    and whether the verdict is the same at each."""
+    steps = sorted(tail["step"].unique())
+    lines = [
+        "",
+        "## Do the verdicts hold over the last 30% of the iterations?",
+        "",
+        "A verdict read at one iteration may say how fast a variant leaves its start rather than "
+        "where it ends. Each change's effect (mean over seeds, dB) and verdict at every "
+        "evaluation of the last 30% of the iterations: *settled* when the verdict is the same at "
+        "each. One seed's PSNR moves by some tenths of a dB from one evaluation to the next, so "
+        "an effect near its verdict's margin can change verdict by that alone: *unsettled* says "
+        "the verdict is not settled at this length, not which way it would go "
+        "(effect_curves.png draws every evaluation).",
+        "",
+        "| change | " + " | ".join(f"{s:,}" for s in steps) + " | |",
+        "|---|" + "---:|" * len(steps) + "---|",
+    ]
+    settled = 0
+    for _, c in tail.groupby("run", sort=False):
+        at = {r["step"]: f"{r['effect_db']:+.2f} {r['verdict']}" for _, r in c.iterrows()}
+        same = c["verdict"].nunique() == 1
+        settled += same
+        cells = " | ".join(at.get(s, "—") for s in steps)
+        modification = c["modification"].iloc[0]
+        lines.append(f"| {modification} | {cells} | {'settled' if same else 'unsettled'} |")
+    changes = tail["run"].nunique()
+    return [*lines, "", f"Settled: {settled} of {changes} verdicts."]
 
 
 def _earlier_lines(earlier: pd.DataFrame, folder: str) -> list[str]:

@@ -278,7 +278,7 @@ def write_report(results: Path) -> bool:
     except Exception as err:  # the runs are safe; only the summary is missing
         print(f"report: FAILED ({type(err).__name__}: {err})", flush=True)
         return False
-    print(f"report: {built.summary}, psnr_curves.png, effects.png", flush=True)
+    print(f"report: {built.written()}", flush=True)
     return True
 
 

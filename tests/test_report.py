@@ -95,6 +95,46 @@ def test_build_writes_the_summary_numbers_and_figures(tmp_path):
     assert built.figures["psnr_curves"].axes[0].get_title() == "seed (3 seeds)"
 
 
+def test_verdicts_are_read_at_every_evaluation_of_the_last_30_percent(tmp_path):
+    results = write_sweep(
+        tmp_path,
+        {
+            "seed": {0: 20.0, 1: 21.0, 2: 22.0},
+            "seed-a": {0: 19.0, 1: 20.0, 2: 21.0},  # 1 dB below seed at every evaluation
+            "seed-b": {0: 19.0, 1: 20.0, 2: 21.0},
+        },
+    )
+    # seed-b catches up at its last evaluation only: its final verdict is not the earlier ones.
+    for seed in (0, 1, 2):
+        path = results / f"seed-b-s{seed}" / "metrics.csv"
+        m = pd.read_csv(path)
+        m.loc[m["step"] == 1000, "psnr_dslr_enhanced"] += 1.0 + 0.1 * seed
+        m.to_csv(path, index=False)
+    built = report.build(results)
+    curves = built.effect_curves.set_index(["run", "step"])
+    assert len(curves.loc["seed-a"]) == 10
+    assert list(curves.loc["seed-a", "effect_db"]) == pytest.approx([1.0] * 10)
+    assert curves.loc[("seed-b", 900), "verdict"] == "helps"
+    assert curves.loc[("seed-b", 1000), "effect_db"] == pytest.approx(-0.1)
+    assert curves.loc[("seed-b", 1000), "verdict"] == "no effect resolved"
+    text = built.summary.read_text()
+    # The last 30% of 1000 iterations start at 700, as for the tail gain.
+    assert "| change | 700 | 800 | 900 | 1,000 | |" in text
+    assert (
+        "| the seed-a change | +1.00 helps | +1.00 helps | +1.00 helps | +1.00 helps | settled |"
+        in text
+    )
+    assert (
+        "| the seed-b change | +1.00 helps | +1.00 helps | +1.00 helps | -0.10 no effect resolved "
+        "| unsettled |"
+    ) in text
+    assert "Settled: 1 of 2 verdicts." in text
+    assert (results / "effect_curves.png").stat().st_size > 10_000
+    axes = built.figures["effect_curves"].axes
+    assert [ax.get_title() for ax in axes[:2]] == ["the seed-a change", "the seed-b change"]
+    assert axes[1].get_lines()[-1].get_ydata()[-1] == pytest.approx(-0.1)
+
+
 def test_the_evaluation_noise_of_an_effect_is_paired_by_patch(tmp_path):
     """Patches differ in difficulty far more than runs do: the effect's standard error over
     patches, taken patch by patch, leaves the shared difficulty out; one run's SE does not."""
@@ -197,7 +237,9 @@ def test_dped_report_on_the_command_line(tmp_path):
     results = write_sweep(tmp_path, {"seed": {0: 20.0, 1: 20.5}})
     done = dped_cli("report", str(results))
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"{results / 'summary.md'}, psnr_curves.png, effects.png (2 runs)"
+    # No run reverts anything: the effect figures say so instead of failing.
+    figures = "psnr_curves.png, effects.png, effect_curves.png"
+    assert done.stdout.strip() == f"{results / 'summary.md'}, {figures} (2 runs)"
     missing = dped_cli("report", str(tmp_path / "nothing"))
     assert missing.returncode == 2
     assert missing.stderr.strip() == (
