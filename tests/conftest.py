@@ -96,6 +96,12 @@ def dped_cli(*args, cwd=REPO, drop=(), timeout=600) -> subprocess.CompletedProce
     )
 
 
+# The cpu profile's network shapes (experiments/cpu.yaml) for tests that train in whole processes
+# (sweeps, kills, resumes, start-up output): they test the plumbing around the steps, and these
+# shapes make each process's steps and traces several times cheaper than the seed's 100/64.
+SMALL_NETS = {"patch_size": 24, "filters": 32, "discriminator_width": 0.5}
+
+
 def make_dataset(root: Path, phone="myphone", n_train=6, n_test=3, size=16, seed=0):
     """A tiny dataset in the real DPED layout, with random 'photos'; returns a seed config on it."""
     import imageio.v3 as iio

@@ -14,17 +14,17 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from conftest import REPO, make_dataset, user_env
+from conftest import REPO, SMALL_NETS, make_dataset, user_env
 
 from dped import cluster, runs, sweep
 
 pytest.importorskip("distributed", reason="the dask executor needs pip install 'dped[cluster]'")
 
-PROFILE = {"num_iters": 8, "eval_every": 2, "batch_size": 2, "d_pretrain_iters": 2}
+PROFILE = {"num_iters": 8, "eval_every": 2, "batch_size": 2, "d_pretrain_iters": 2, **SMALL_NETS}
 
 
 def experiment(tmp_path, seeds, runs_):
-    cfg = make_dataset(tmp_path / "data", n_train=8, n_test=2, size=100)
+    cfg = make_dataset(tmp_path / "data", n_train=8, n_test=2, size=SMALL_NETS["patch_size"])
     spec = {
         "name": "tiny",
         "notebook": "notebooks/DPED-main.ipynb",

@@ -4,7 +4,7 @@ import re
 import subprocess
 import sys
 
-from conftest import dped_cli, make_dataset, photo
+from conftest import SMALL_NETS, dped_cli, make_dataset, photo
 
 from dped import quiet
 
@@ -39,8 +39,14 @@ def dped(*args):
 
 
 def test_dped_train_prints_no_tensorflow_startup_lines_unless_verbose(tmp_path):
-    cfg = make_dataset(tmp_path / "data", n_train=4, n_test=2, size=100).replace(
-        vgg_weights="random", batch_size=2, num_iters=1, eval_every=1, d_pretrain_iters=0
+    size = SMALL_NETS["patch_size"]
+    cfg = make_dataset(tmp_path / "data", n_train=4, n_test=2, size=size).replace(
+        **SMALL_NETS,
+        vgg_weights="random",
+        batch_size=2,
+        num_iters=1,
+        eval_every=1,
+        d_pretrain_iters=0,
     )
     cfg.dump_yaml(tmp_path / "tiny.yaml")
     args = ["train", "--config", str(tmp_path / "tiny.yaml"), "--out"]

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import make_dataset
+from conftest import SMALL_NETS, make_dataset
 
 from dped import training
 from dped.runs import ResumeError
@@ -17,8 +17,9 @@ TRAIN = [sys.executable, "-m", "dped.cli", "train"]
 
 
 def small_config(tmp_path):
-    cfg = make_dataset(tmp_path / "data", n_train=8, n_test=2, size=100)
+    cfg = make_dataset(tmp_path / "data", n_train=8, n_test=2, size=SMALL_NETS["patch_size"])
     return cfg.replace(
+        **SMALL_NETS,
         name="tiny",
         vgg_weights="random",
         batch_size=2,

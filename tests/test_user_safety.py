@@ -18,7 +18,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, make_dataset, user_env
+from conftest import REPO, SMALL_NETS, make_dataset, user_env
 
 DPED = [sys.executable, "-m", "dped.cli"]
 # The user's environment: no smoke mode (that is for nbval) and no debug tracebacks.
@@ -159,8 +159,10 @@ def test_a_truncated_checkpoint_is_a_one_line_error(
 
 
 def tiny_run_config(tmp_path, **changes):
-    cfg = make_dataset(tmp_path / "data", n_train=6, n_test=2, size=100)
-    cfg = cfg.replace(name="tiny", vgg_weights="random", batch_size=2, eval_every=2, **changes)
+    cfg = make_dataset(tmp_path / "data", n_train=6, n_test=2, size=SMALL_NETS["patch_size"])
+    cfg = cfg.replace(
+        **SMALL_NETS, name="tiny", vgg_weights="random", batch_size=2, eval_every=2, **changes
+    )
     cfg.dump_yaml(tmp_path / "tiny.yaml")
     return cfg
 
@@ -209,7 +211,7 @@ def metric_steps(run_dir: Path) -> list[int]:
 
 
 def test_make_reproduce_killed_mid_sweep_resumes_without_losing_or_doubling(tmp_path):
-    cfg = make_dataset(tmp_path / "data", n_train=6, n_test=2, size=100)
+    cfg = make_dataset(tmp_path / "data", n_train=6, n_test=2, size=SMALL_NETS["patch_size"])
     spec = {
         "name": "killed",
         "notebook": "notebooks/DPED-main.ipynb",
@@ -228,6 +230,7 @@ def test_make_reproduce_killed_mid_sweep_resumes_without_losing_or_doubling(tmp_
                 "eval_every": 2,
                 "train_size": 0,
                 "d_pretrain_iters": 2,
+                **SMALL_NETS,
             }
         },
     }
@@ -261,8 +264,9 @@ def test_make_reproduce_killed_mid_sweep_resumes_without_losing_or_doubling(tmp_
 
 
 def test_ctrl_c_in_make_reproduce_stops_every_sweep_not_only_the_running_one(tmp_path):
-    cfg = make_dataset(tmp_path / "data", n_train=6, n_test=2, size=100)
+    cfg = make_dataset(tmp_path / "data", n_train=6, n_test=2, size=SMALL_NETS["patch_size"])
     profile = {"dataset_dir": cfg.dataset_dir, "phone": cfg.phone, "vgg_weights": "random"}
+    profile |= SMALL_NETS
     paths = []
     for name in ("first", "second"):
         spec = {
