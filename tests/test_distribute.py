@@ -8,7 +8,11 @@ import os
 import subprocess
 import sys
 
-SCRIPT = r"""
+from conftest import SMALL_NETS
+
+SCRIPT = (
+    f"SMALL = {SMALL_NETS!r}\n"
+    + r"""
 import json, warnings
 import numpy as np
 import tensorflow as tf
@@ -17,11 +21,11 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from dped.config import preset
 from dped.training import DPEDModel
 warnings.simplefilter("ignore")
-cfg = preset("seed").replace(vgg_weights="random", batch_size=4)
+cfg = preset("seed").replace(vgg_weights="random", batch_size=4, **SMALL)
 single = DPEDModel(cfg)
 mirrored = DPEDModel(cfg, tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
 rng = np.random.default_rng(0)
-dslr = rng.random((4, 100, 100, 3), dtype=np.float32)
+dslr = rng.random((4, SMALL["patch_size"], SMALL["patch_size"], 3), dtype=np.float32)
 phone = (0.7 * dslr ** 1.4).astype(np.float32)
 out = {"replicas": mirrored.strategy.num_replicas_in_sync, "logs": [], "weights": []}
 for _ in range(2):
@@ -32,6 +36,7 @@ for nets in (("generator",), ("discriminator",)):
         out["weights"].append(float(np.abs(wa.numpy() - wb.numpy()).max()))
 print("RESULT" + json.dumps(out))
 """
+)
 
 
 def test_mirrored_step_on_two_cpus_matches_one_device():

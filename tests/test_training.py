@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
+from conftest import SMALL_NETS
 
 from dped.config import preset
 from dped.evaluation import batch_terms
 from dped.training import DPEDModel
 
 
-def fixed_batch(batch=4, size=100):
+def fixed_batch(batch=4, size=SMALL_NETS["patch_size"]):
     rng = np.random.default_rng(0)
     dslr = rng.random((batch, size, size, 3), dtype=np.float32)
     phone = (0.7 * dslr**1.4).astype(np.float32)
@@ -15,7 +16,7 @@ def fixed_batch(batch=4, size=100):
 
 @pytest.mark.parametrize("name", ["paper", "seed"])
 def test_one_step_changes_weights_and_lowers_the_generator_loss(name):
-    cfg = preset(name).replace(batch_size=4, vgg_weights="random")
+    cfg = preset(name).replace(**SMALL_NETS, batch_size=4, vgg_weights="random")
     with pytest.warns(UserWarning, match="RANDOM weights"):
         model = DPEDModel(cfg)
     assert model.vgg_random
@@ -54,7 +55,9 @@ def test_mixed_bfloat16_step_is_close_to_float32_and_leaves_the_policy_alone():
     swaps = np.array([0, 1, 0, 1])
     terms = {}
     for precision in ("float32", "mixed_bfloat16"):
-        cfg = preset("seed").replace(batch_size=4, vgg_weights="random", precision=precision)
+        cfg = preset("seed").replace(
+            **SMALL_NETS, batch_size=4, vgg_weights="random", precision=precision
+        )
         with pytest.warns(UserWarning, match="RANDOM weights"):
             model = DPEDModel(cfg)
         assert keras.mixed_precision.global_policy().name == "float32"
