@@ -156,7 +156,7 @@ class Evaluation:
     metrics: dict[str, float]  # PairMetrics' and test_<term> for every loss term
     samples: tuple[np.ndarray, np.ndarray, np.ndarray]  # phone, enhanced, DSLR: first patches
     # Every test patch's PSNR (the seed's protocol), in test-set order: two runs compared patch
-    # by patch on the same test set leave out what the patches share (see report.effects).
+    # by patch on the same test set leave out what the patches share (see verdicts.effects).
     patch_psnr: np.ndarray
 
 

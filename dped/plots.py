@@ -127,7 +127,7 @@ def effect_curves(
     out: str | Path | None = None,
     columns: int = 4,
 ):
-    """One panel per change (`report.effect_curves`): its effect against iteration, mean over
+    """One panel per change (`verdicts.effect_curves`): its effect against iteration, mean over
     seeds, with a band of +- two standard errors over seeds (the verdict's margin: where the
     band leaves zero, the verdict is 'helps' or 'hurts'), zero marked and the last stretch of
     iterations (`tail_from`, {run: first step}) shaded. Each panel has its own y scale: effects
@@ -172,6 +172,33 @@ def effect_curves(
     fig.suptitle(title + "\n> 0: the change helps the baseline", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return _save(fig, out, layout=False)
+
+
+def effects_chart(table: pd.DataFrame, title: str, out: str | Path | None = None):
+    """Each change's effect with +- one standard deviation over seeds as its error bar."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(table) + 1.8))
+    if table.empty:  # an experiment without `reverts` labels has no effects to chart
+        ax.text(0.5, 0.5, "no run reverts a change of the baseline", ha="center", va="center")
+        ax.set_axis_off()
+        return _save(fig, out)
+    errors = table["spread_db"].fillna(0)
+    # Wrapped labels: long ones would push the axes (and its title) off the figure. A bar of
+    # one seed has no spread to draw: its label and a pale bar say so.
+    labels = [
+        textwrap.fill(f"{label} [{n} seed{'s' if n > 1 else ''}]", 40)
+        for label, n in zip(table["modification"], table["seeds"])
+    ]
+    colors = ["tab:blue" if n > 1 else "lightsteelblue" for n in table["seeds"]]
+    ax.barh(labels, table["effect_db"], xerr=errors, capsize=4, color=colors)
+    ax.axvline(0, c="k", lw=0.8)
+    ax.set(xlabel="PSNR(seed) - PSNR(seed with it reverted), dB  (> 0: the change helps)")
+    ax.set_title(title, loc="left")
+    ax.invert_yaxis()
+    return _save(fig, out)
 
 
 def training_curves(run_dir: str | Path, out: str | Path | None = None):

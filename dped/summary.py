@@ -44,8 +44,8 @@ def text(
     tail: pd.DataFrame | None = None,
 ) -> str:
     """summary.md: `identity` as recorded and its PSNR in the report's protocol; `earlier`:
-    `report.compare_verdicts`; `seed_noise` / `region_noise`: `report.seed_pair_se` of the
-    baseline, patches / regions of a photograph as draws; `tail`: `report.in_tail` of the
+    `verdicts.compare_verdicts`; `seed_noise` / `region_noise`: `verdicts.seed_pair_se` of the
+    baseline, patches / regions of a photograph as draws; `tail`: `verdicts.in_tail` of the
     effect curves."""
     lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
     if missing:

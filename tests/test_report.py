@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dped import report, summary
+from dped import report, summary, verdicts
 from dped.config import preset
 from dped.runs import IDENTITY_FILE
 
@@ -249,9 +249,9 @@ def test_dped_report_on_the_command_line(tmp_path):
 
 
 def test_verdicts_need_more_than_noise():
-    assert report.verdict(0.02, 0.3, 3) == "no effect resolved"
-    assert report.verdict(-1.0, 0.1, 3) == "hurts"
-    assert report.verdict(0.5, float("nan"), 1) == "undecided (1 seed)"
+    assert verdicts.verdict(0.02, 0.3, 3) == "no effect resolved"
+    assert verdicts.verdict(-1.0, 0.1, 3) == "hurts"
+    assert verdicts.verdict(0.5, float("nan"), 1) == "undecided (1 seed)"
 
 
 def test_summary_cells_say_one_seed_and_undefined_values_instead_of_nan():
