@@ -229,16 +229,19 @@ def _settled_lines(tail: pd.DataFrame) -> list[str]:
         "| change | " + " | ".join(f"{s:,}" for s in steps) + " | |",
         "|---|" + "---:|" * len(steps) + "---|",
     ]
-    settled = 0
+    outcomes = []
     for _, c in tail.groupby("run", sort=False):
         at = {r["step"]: f"{r['effect_db']:+.2f} {r['verdict']}" for _, r in c.iterrows()}
-        same = c["verdict"].nunique() == 1
-        settled += same
+        # One seed gives no verdict to hold: "undecided" at every step is not a settled one.
+        one_seed = (c["seeds"] < 2).any()
+        outcomes.append(
+            "—" if one_seed else "settled" if c["verdict"].nunique() == 1 else "unsettled"
+        )
         cells = " | ".join(at.get(s, "—") for s in steps)
-        modification = c["modification"].iloc[0]
-        lines.append(f"| {modification} | {cells} | {'settled' if same else 'unsettled'} |")
-    changes = tail["run"].nunique()
-    return [*lines, "", f"Settled: {settled} of {changes} verdicts."]
+        lines.append(f"| {c['modification'].iloc[0]} | {cells} | {outcomes[-1]} |")
+    decided = len(outcomes) - outcomes.count("—")
+    count = f"Settled: {outcomes.count('settled')} of {decided} verdicts."
+    return [*lines, "", count if decided else "No verdicts: one seed a run."]
 
 
 def _earlier_lines(earlier: pd.DataFrame, folder: str) -> list[str]:

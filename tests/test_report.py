@@ -135,6 +135,15 @@ def test_verdicts_are_read_at_every_evaluation_of_the_last_30_percent(tmp_path):
     assert axes[1].get_lines()[-1].get_ydata()[-1] == pytest.approx(-0.1)
 
 
+def test_one_seed_gives_no_verdict_to_call_settled(tmp_path):
+    results = write_sweep(tmp_path, {"seed": {0: 20.0}, "seed-a": {0: 19.0}})
+    text = report.build(results).summary.read_text()
+    assert (
+        "| the seed-a change | " + " | ".join(["+1.00 undecided (1 seed)"] * 4) + " | — |" in text
+    )
+    assert "No verdicts: one seed a run." in text and "Settled:" not in text
+
+
 def test_the_evaluation_noise_of_an_effect_is_paired_by_patch(tmp_path):
     """Patches differ in difficulty far more than runs do: the effect's standard error over
     patches, taken patch by patch, leaves the shared difficulty out; one run's SE does not."""
