@@ -221,6 +221,7 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     runs["gain_region_se"] = region_gain_se(runs, identity_patches(runs, ident), regions)
     table, effect = final_table(runs), effects(runs, base_run, labels, regions)
     over_time = effect_curves(runs, base_run, labels)
+    tail = in_tail(over_time)
     cfg = load_config(runs["folder"].iloc[0])
     ident_psnr = ident.get(PSNR, ident["psnr"]) if ident else None
     earlier = _earlier(spec, effect)
@@ -239,7 +240,7 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
         ),
         "effect_curves": plots.effect_curves(
             over_time,
-            {run: tail_start(c["step"]) for run, c in over_time.groupby("run", sort=False)},
+            {run: c["step"].min() for run, c in tail.groupby("run", sort=False)},
             title=f"{name}: effect of each change at every evaluation ({spec['profile']} profile)",
             out=out / "effect_curves.png",
         ),
@@ -257,7 +258,7 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
         unfinished(results),
         seed_pair_se(runs, base_run),
         seed_pair_se(runs, base_run, regions) if regions is not None else float("nan"),
-        in_tail(over_time),
+        tail,
     )
     atomic_write(out / "summary.md", text.encode())
     return Report(
