@@ -64,13 +64,20 @@ def text(
     lines += _results_lines(table, identity, identity_psnr)
     lines += _flattening_lines(table, base_run)
     lines += _seed_noise_lines(table, base_run, seed_noise, region_noise)
-    lines += _effect_lines(effect, table, base_run)
+    if not effect.empty:  # an experiment whose runs revert nothing has no effects to tabulate
+        lines += _effect_lines(effect, table, base_run)
     if tail is not None and not tail.empty:
         lines += _settled_lines(tail)
     if earlier is not None:
         lines += _earlier_lines(earlier, spec["compare"][spec["profile"]])
-    lines += ["", "![PSNR curves](psnr_curves.png)", "", "![effects](effects.png)", ""]
-    lines += ["![effects at every evaluation](effect_curves.png)", ""]
+    lines += ["", "![PSNR curves](psnr_curves.png)", ""]
+    if not effect.empty:
+        lines += [
+            "![effects](effects.png)",
+            "",
+            "![effects at every evaluation](effect_curves.png)",
+        ]
+        lines += [""]
     if vgg_random:
         lines += ["Runs use random VGG-19 weights (vgg_random: true).", ""]
     return "\n".join(lines)

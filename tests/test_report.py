@@ -249,6 +249,9 @@ def test_dped_report_on_the_command_line(tmp_path):
     # No run reverts anything: the effect figures say so instead of failing.
     figures = "psnr_curves.png, effects.png, effect_curves.png"
     assert done.stdout.strip() == f"{results / 'summary.md'}, {figures} (2 runs)"
+    text = (results / "summary.md").read_text()  # and no empty effect table or figures to show
+    assert "## Effect of each change" not in text and "effects.png" not in text
+    assert "![PSNR curves](psnr_curves.png)" in text
     missing = dped_cli("report", str(tmp_path / "nothing"))
     assert missing.returncode == 2
     assert missing.stderr.strip() == (
