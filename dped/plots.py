@@ -40,6 +40,15 @@ def _label_axes(axes, used: int, ylabel: str) -> None:
             ax.set_xlabel("iteration")
 
 
+def _panel_handles(axes) -> dict:
+    """{label: handle} over every panel, first seen first: one legend for the whole figure."""
+    handles = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    return handles
+
+
 def curve_stats(folders: list[str | Path], metric: str = "psnr_dslr_enhanced") -> pd.DataFrame:
     """Per evaluation step: the mean, standard deviation and count over the runs' folders (one
     per seed) of `metric` (each run's headline `psnr` where it has no such column)."""
@@ -101,10 +110,7 @@ def psnr_curves(
         ax.set_title(f"{label} ({seeds} seed{'s' * (seeds > 1)})", fontsize=9)
         ax.grid(alpha=0.3)
     _label_axes(axes, len(stats), "test PSNR (dB)")
-    handles = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
+    handles = _panel_handles(axes)
     if baseline_psnr is not None:
         handles[f"identity {baseline_psnr:.2f} dB"] = handles.pop("identity")
     fig.legend(
@@ -162,10 +168,7 @@ def effect_curves(
     _label_axes(axes, len(changes), "effect (dB)")
     if not changes:  # an experiment without `reverts` labels
         axes.flat[0].text(0.5, 0.5, "no run reverts a change of the baseline", ha="center")
-    handles = {}
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
+    handles = _panel_handles(axes)
     fig.legend(
         handles.values(), handles.keys(), loc="lower center", ncol=3, fontsize=8, frameon=False
     )
