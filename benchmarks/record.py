@@ -1,7 +1,7 @@
 """Where benchmark numbers go: results/bench/<machine>.json and a markdown table beside it.
 
-A record holds the machine (CPU model, cores, native bfloat16, versions) and one list of rows
-per section; every number in it was measured by benchmarks/bench.py in that run. The README
+A record holds the machine (CPU model, its widest vector extension, cores, native bfloat16,
+versions) and one list of rows per section; every number in it was measured by benchmarks/bench.py in that run. The README
 links the generated markdown and copies no figure by hand.
 """
 
@@ -15,14 +15,31 @@ import time
 from pathlib import Path
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` of /proc/cpuinfo (None where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.split(":", 1)[0].strip() == field:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+# Widest first. One model name covers CPUs far apart in speed (cloud hosts report "AMD EPYC"
+# for an AVX2-only and an AVX512-BF16 generation alike), so records are kept apart by this too.
+ISA_TIERS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512-bf16"), ("avx512f", "avx512"))
+ISA_TIERS += (("avx2", "avx2"),)
+
+
+def isa(flags: str | None = None) -> str:
+    """This CPU's widest vector or matrix extension TensorFlow's kernels use ("" if none known)."""
+    present = set(((_cpuinfo("flags") if flags is None else flags) or "").split())
+    return next((name for flag, name in ISA_TIERS if flag in present), "")
 
 
 def peak_rss_gb() -> float:
@@ -100,6 +117,7 @@ def machine() -> dict:
 
     return {
         "cpu": cpu_model(),
+        "isa": isa(),
         "cores": os.cpu_count(),
         "bfloat16_native": bfloat16_native(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
@@ -111,9 +129,10 @@ def machine() -> dict:
 
 
 def machine_slug(info: dict) -> str:
-    """A file name for this kind of machine: CPU model and core count."""
+    """A file name for this kind of machine: CPU model, widest extension and core count."""
     words = re.sub(r"\((r|tm)\)|processor|\d+-core", "", info["cpu"].lower())
-    return re.sub(r"[^a-z0-9]+", "-", words).strip("-") + f"-{info['cores']}c"
+    words += f" {info.get('isa', '')} {info['cores']}c"
+    return re.sub(r"[^a-z0-9]+", "-", words).strip("-")
 
 
 def write(sections: dict[str, list[dict]], out_dir: Path, info: dict) -> Path:
@@ -133,7 +152,7 @@ def write(sections: dict[str, list[dict]], out_dir: Path, info: dict) -> Path:
 def markdown(record: dict) -> str:
     info = record["machine"]
     lines = [
-        f"# Benchmarks on {info['cpu']}, {info['cores']} cores",
+        f"# Benchmarks on {info['cpu']}{_isa_words(info)}, {info['cores']} cores",
         "",
         f"TensorFlow {info['tensorflow']}, dped {info['dped']}, Python {info['python']}; native "
         f"bfloat16: {'yes' if info['bfloat16_native'] else 'no'}; GPUs: "
@@ -144,6 +163,10 @@ def markdown(record: dict) -> str:
         lines += ["", f"## {name}", "", f"measured {section['date']}", ""]
         lines += table(section["rows"])
     return "\n".join(lines) + "\n"
+
+
+def _isa_words(info: dict) -> str:
+    return f" ({info['isa'].upper()})" if info.get("isa") else ""
 
 
 def table(rows: list[dict]) -> list[str]:

@@ -4,8 +4,8 @@ rate against the convolution peak measured in the same process with the same thr
 
 Cases: the cpu profile's step (--config, experiments/cpu.yaml) with 2 threads (a run alone on
 this machine) and 1 thread (one of `make reproduce`'s two sweep workers), with the full-width
-discriminator the profile scales down (1 thread), the same step under XLA
-and in mixed bfloat16 (the choices the profile makes against them), and the full-scale shape
+discriminator the profile scales down (1 thread), the same step under XLA and in mixed
+bfloat16 (1 and 2 threads: where each helps is measured, not assumed), and the full-scale shape
 (patches 100, width 64, batch 50). Each case runs in a fresh process: threads are fixed at
 TensorFlow's start; the 1-thread cases in interleaved rounds (ROUNDS).
 """
@@ -33,6 +33,12 @@ def cases(profile: Config) -> list[tuple[str, Config, int, bool]]:
         (
             "profile, 1 thread, full-width discriminator",
             profile.replace(discriminator_width=1.0),
+            1,
+            False,
+        ),
+        (
+            "profile, 1 thread, mixed bfloat16",
+            profile.replace(precision="mixed_bfloat16"),
             1,
             False,
         ),

@@ -34,6 +34,7 @@ def test_a_second_run_keeps_the_sections_it_did_not_measure(tmp_path):
 
     info = {
         "cpu": "Test CPU (R) 8-Core Processor",
+        "isa": "avx2",
         "cores": 2,
         "bfloat16_native": False,
         "gpus": [],
@@ -44,12 +45,33 @@ def test_a_second_run_keeps_the_sections_it_did_not_measure(tmp_path):
     }
     record.write({"a": [{"x": 1.5}]}, tmp_path, info)
     path = record.write({"b": [{"y": 2}]}, tmp_path, {**info, "date": "d2"})
-    assert path.name == "test-cpu-2c.json"
+    assert path.name == "test-cpu-avx2-2c.json"
     sections = json.loads(path.read_text())["sections"]
     assert sections == {
         "a": {"date": "d1", "rows": [{"x": 1.5}]},
         "b": {"date": "d2", "rows": [{"y": 2}]},
     }
+    assert "# Benchmarks on Test CPU (R) 8-Core Processor (AVX2), 2 cores" in (
+        path.with_suffix(".md").read_text()
+    )
+
+
+def test_one_cpu_model_with_another_vector_extension_gets_its_own_record(tmp_path):
+    """Cloud hosts call an AVX2-only and an AVX512-BF16 EPYC both "AMD EPYC": one file for both
+    would put one's timings under the other's machine line."""
+    import record
+
+    info = dict(cpu="AMD EPYC", cores=2, bfloat16_native=False, gpus=[], date="d")
+    info.update(tensorflow="x", dped="y", python="z")
+    zen3 = record.write({"training": [{"s": 0.09}]}, tmp_path, {**info, "isa": record.isa("avx2")})
+    zen4 = record.write(
+        {"training": [{"s": 0.07}]},
+        tmp_path,
+        {**info, "isa": record.isa("avx2 avx512f avx512_bf16")},
+    )
+    assert (zen3.name, zen4.name) == ("amd-epyc-avx2-2c.json", "amd-epyc-avx512-bf16-2c.json")
+    assert json.loads(zen3.read_text())["sections"]["training"]["rows"] == [{"s": 0.09}]
+    assert record.isa("amx_tile amx_bf16 avx512_bf16 avx2") == "amx" and record.isa("sse4_2") == ""
 
 
 def test_fast_rows_are_compared_with_their_float32_twin_only():
