@@ -36,7 +36,7 @@ def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
     # effect needs the baseline's.
     runs = sorted(spec["runs"].items(), key=lambda item: item[0] != spec.get("baseline"))
     for run, given in runs:
-        for seed in spec["seeds"][profile]:
+        for seed in run_seeds(spec, run):
             settings = dict(given)
             preset = settings.pop("preset")
             reverts = settings.pop("reverts", "")
@@ -50,6 +50,18 @@ def load_experiment(path: str | Path, profile: str) -> tuple[dict, list[Job]]:
                 raise ConfigError(f"{path}: run '{run}': {err}") from None
             jobs.append(Job(name, preset, overrides, config, reverts))
     return spec, jobs
+
+
+def run_seeds(spec: dict, run: str) -> list[int]:
+    """The seeds `run` trains with under the spec's profile: the experiment's `seeds`, or for
+    its baseline `baseline_seeds` where the profile has them (more seeds of the one run every
+    effect is measured against: its spread over seeds is the headline's and the yardstick of
+    whether its curve has flattened; effects pair the seeds both runs have)."""
+    profile = spec["profile"]
+    more = spec.get("baseline_seeds") or {}
+    if run == spec.get("baseline") and more.get(profile):
+        return list(more[profile])
+    return list(spec["seeds"][profile])
 
 
 def experiment_problems(spec, profile: str, path: Path) -> list[str]:
@@ -79,6 +91,7 @@ def experiment_problems(spec, profile: str, path: Path) -> list[str]:
         problems.append(f"seeds: {profile}: expected a list of integer seeds, got {chosen!r}")
     elif chosen and len(set(chosen)) < len(chosen):
         problems.append(f"seeds: {profile}: a seed is given twice in {chosen}")
+    problems += _baseline_seeds_problems(spec, profile, chosen)
     baseline = spec.get("baseline")
     source = spec.get("baseline_from")
     if source:
@@ -91,6 +104,29 @@ def experiment_problems(spec, profile: str, path: Path) -> list[str]:
     elif baseline is not None and runs and baseline not in runs:
         problems.append(f"baseline: '{baseline}' is not one of the runs ({', '.join(runs)})")
     return problems
+
+
+def _baseline_seeds_problems(spec: dict, profile: str, seeds) -> list[str]:
+    if "baseline_seeds" not in spec:
+        return []
+    more = spec["baseline_seeds"]
+    given = more.get(profile) if isinstance(more, dict) else None
+    if not isinstance(more, dict) or (
+        given is not None and not (given and all(type(s) is int for s in given))
+    ):
+        return [f"baseline_seeds: expected profile -> list of integer seeds, got {more!r}"]
+    if given is None:
+        return []
+    if spec.get("baseline_from"):
+        return [
+            f"baseline_seeds: the baseline's runs belong to {spec['baseline_from']}: set them there"
+        ]
+    if len(set(given)) < len(given):
+        return [f"baseline_seeds: {profile}: a seed is given twice in {given}"]
+    missing = [s for s in seeds or [] if s not in given]
+    if missing:  # every effect pairs a run's seed with the baseline's
+        return [f"baseline_seeds: {profile}: {given} lacks seeds {missing} the other runs use"]
+    return []
 
 
 def profile_keys(profile: dict | str | None) -> tuple[dict, str]:

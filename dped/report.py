@@ -20,6 +20,7 @@ import pandas as pd
 from dped import plots, summary
 from dped.config import project_root, read_yaml_file
 from dped.evaluation import standard_error
+from dped.experiment import run_seeds
 from dped.runs import (
     IDENTITY_FILE,
     atomic_write,
@@ -27,6 +28,7 @@ from dped.runs import (
     metrics_table,
     read_patch_psnr,
     run_name,
+    run_precision,
 )
 from dped.verdicts import (
     PSNR,
@@ -72,7 +74,7 @@ def finished(folder: Path) -> bool:
 def unfinished(results: str | Path) -> list[str]:
     """The experiment's run folders (runs x seeds) not trained to the end: missing or part way."""
     spec = load_spec(results)
-    names = [run_name(r, s) for r in spec["runs"] for s in spec["seeds"][spec["profile"]]]
+    names = [run_name(r, s) for r in spec["runs"] for s in run_seeds(spec, r)]
     return [name for name in names if not finished(Path(results) / name)]
 
 
@@ -83,12 +85,12 @@ def collect(results: str | Path, only: str | None = None) -> pd.DataFrame:
     spec = load_spec(results)
     rows = []
     for run in spec["runs"] if only is None else [only]:
-        for seed in spec["seeds"][spec["profile"]]:
+        for seed in run_seeds(spec, run):
             folder = Path(results) / run_name(run, seed)
             if finished(folder):
                 rows.append({"run": run, "seed": seed, **_final(folder)})
     columns = ["run", "seed", "steps", "psnr", "psnr_se", "gain_se", "tail_gain", "ssim", "ms_ssim"]
-    return pd.DataFrame(rows, columns=[*columns, "wall_s", "folder"])
+    return pd.DataFrame(rows, columns=[*columns, "wall_s", "precision", "folder"])
 
 
 def _final(folder: Path) -> dict:
@@ -104,6 +106,7 @@ def _final(folder: Path) -> dict:
         "ssim": last["ssim"],
         "ms_ssim": last["ms_ssim"],
         "wall_s": last["wall_s"],
+        "precision": run_precision(folder),
         "folder": str(folder),
     }
 
@@ -259,6 +262,7 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
         seed_pair_se(runs, base_run),
         seed_pair_se(runs, base_run, regions) if regions is not None else float("nan"),
         tail,
+        runs["precision"].value_counts().to_dict(),
     )
     atomic_write(out / "summary.md", text.encode())
     return Report(

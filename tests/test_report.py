@@ -372,3 +372,33 @@ def test_keys_every_run_sets_over_the_profile_are_stated_beside_the_profile_note
     assert "num_iters" not in summary._own_keys_lines(spec)[0]
     del spec["runs"]["seed"]["eval_every"], spec["runs"]["seed"]["num_iters"]
     assert summary._own_keys_lines(spec) == []
+
+
+def test_a_baseline_with_more_seeds_pairs_its_effects_on_the_seeds_both_ran(tmp_path):
+    finals = {"seed": {s: 20.0 + s / 2 for s in range(5)}, "b": {0: 19.0, 1: 19.1, 2: 19.5}}
+    extra = {"seeds": {"cpu": [0, 1, 2]}, "baseline_seeds": {"cpu": [0, 1, 2, 3, 4]}}
+    results = write_sweep(tmp_path, finals, extra=extra)
+    built = report.build(results)
+    assert report.unfinished(results) == []
+    assert sorted(built.runs.loc[built.runs["run"] == "seed", "seed"]) == [0, 1, 2, 3, 4]
+    (effect,) = built.effects.itertuples()
+    assert (effect.seeds, effect.effect_db) == (3, pytest.approx((1.0 + 1.4 + 1.5) / 3))
+    text = built.summary.read_text()
+    assert "| seed | 5 | 21.00 +- 0.79 |" in text  # its own spread: five seeds
+    (results / "seed-s4" / "metrics.csv").unlink()
+    assert report.unfinished(results) == ["seed-s4"]
+
+
+def test_the_summary_says_what_precision_the_runs_computed_in(tmp_path):
+    results = write_sweep(tmp_path, {"seed": {0: 20.0, 1: 21.0}, "b": {0: 19.0, 1: 19.5}})
+    text = report.build(results).summary.read_text()
+    assert "Precision as run: float32 in all 4 runs." in text  # the configs' own, unrecorded
+    env = {"precision": "mixed_bfloat16"}  # what `auto` chose on another machine
+    (results / "b-s1" / "environment.json").write_text(json.dumps(env))
+    built = report.build(results)
+    precision = built.runs.set_index(["run", "seed"])["precision"]
+    assert precision[("b", 1)] == "mixed_bfloat16" and (precision == "float32").sum() == 3
+    assert (
+        "**Precision as run differs between runs** (float32 in 3, mixed_bfloat16 in 1)"
+        in built.summary.read_text()
+    )

@@ -68,8 +68,13 @@ def test_experiment_expands_runs_seeds_and_profile(tmp_path):
 
 def test_the_ablations_revert_each_readme_modification_inside_the_seed():
     _, jobs = experiment.load_experiment("experiments/ablations.yaml", "cpu")
-    configs = {j.name.rsplit("-s", 1)[0]: j.config for j in jobs}
-    assert {j.config.seed for j in jobs} == {0, 1, 2}  # three seeds: effects with a spread
+    configs = {j.name.rsplit("-s", 1)[0]: j.config for j in jobs if j.config.seed == 0}
+    seeds = {}
+    for j in jobs:
+        seeds.setdefault(j.name.rsplit("-s", 1)[0], []).append(j.config.seed)
+    # three seeds: effects with a spread; the baseline six: its own spread is the headline's
+    assert seeds.pop("seed") == [0, 1, 2, 3, 4, 5]
+    assert all(s == [0, 1, 2] for s in seeds.values())
     seed = configs["seed"]
     assert configs["paper"].norm == "instance" and configs["paper"].w_content == 10
     reverted = {run: set(seed.diff(c)) - {"name"} for run, c in configs.items() if run != "seed"}
@@ -299,3 +304,43 @@ def test_a_runs_kernel_starts_without_dasks_malloc_trim_setting(tmp_path, monkey
     env = json.loads((tmp_path / "env-s0").read_text())
     assert "MALLOC_TRIM_THRESHOLD_" not in env
     assert env["DPED_TEST_MARK"] == "kept"
+
+
+def test_the_baseline_can_train_with_more_seeds_than_the_runs_it_is_compared_with(tmp_path):
+    path = tmp_path / "more.yaml"
+    path.write_text(
+        GOOD.replace("baseline: seed\n", "baseline: seed\nbaseline_seeds: {cpu: [0, 5, 7]}\n")
+    )
+    spec, jobs = experiment.load_experiment(path, "cpu")
+    assert [j.name for j in jobs] == ["seed-s0", "seed-s5", "seed-s7", "b-s0"]
+    assert [j.config.seed for j in jobs] == [0, 5, 7, 0]
+    assert experiment.run_seeds(spec, "b") == [0]
+
+
+@pytest.mark.parametrize(
+    "given, problem",
+    [
+        ("{cpu: [1, 2]}", "baseline_seeds: cpu: [1, 2] lacks seeds [0] the other runs use"),
+        ("{cpu: [0, 1, 1]}", "baseline_seeds: cpu: a seed is given twice in [0, 1, 1]"),
+        ("[0, 1]", "baseline_seeds: expected profile -> list of integer seeds, got [0, 1]"),
+        ("{cpu: [0, x]}", "baseline_seeds: expected profile -> list of integer seeds, got "),
+    ],
+)
+def test_baseline_seeds_must_hold_every_seed_the_effects_pair_with(tmp_path, given, problem):
+    spec = yaml.safe_load(
+        GOOD.replace("baseline: seed\n", f"baseline: seed\nbaseline_seeds: {given}\n")
+    )
+    assert [
+        p[: len(problem)] for p in experiment.experiment_problems(spec, "cpu", tmp_path / "x.yaml")
+    ] == [problem]
+    borrowed = {**spec, "baseline_seeds": {"cpu": [0, 1]}, "baseline_from": "other"}
+    (tmp_path / "other.yaml").write_text(GOOD)
+    assert experiment.experiment_problems(borrowed, "cpu", tmp_path / "x.yaml") == [
+        "baseline_seeds: the baseline's runs belong to other: set them there"
+    ]
+    assert (
+        experiment.experiment_problems(
+            {**spec, "baseline_seeds": {"full": [0]}}, "cpu", tmp_path / "x.yaml"
+        )
+        == []
+    )
