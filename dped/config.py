@@ -138,8 +138,10 @@ class Config:
         "rot90) as the seed; the same distribution, another random stream",
     )
     seed: int = _f(0, "seed of every random draw (weights, data order, augmentation, swaps)")
-    precision: Literal["float32", "mixed_bfloat16"] = _f(
-        "float32", "compute dtype of the networks (bfloat16: CPUs with AVX512_BF16/AMX, TPUs)"
+    precision: Literal["float32", "mixed_bfloat16", "auto"] = _f(
+        "float32",
+        "compute dtype of the networks (bfloat16: CPUs with AVX512_BF16/AMX, TPUs); auto: "
+        "mixed_bfloat16 on a CPU that computes bfloat16 natively, float32 elsewhere",
     )
     strategy: Literal["default", "mirrored", "multiworker"] = _f(
         "default", "tf.distribute strategy: one device, all local GPUs, or several machines"

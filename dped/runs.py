@@ -1,7 +1,8 @@
 """A run's folder: the resolved config, the environment, the metrics CSV and sample images.
 
 <run>/config.yaml        the Config, exactly (resume refuses a different one)
-<run>/environment.json   package versions, devices, seed, whether VGG-19 weights were random
+<run>/environment.json   package versions, devices, seed, whether VGG-19 weights were random,
+                         the precision it computed in (what `precision: auto` chose here)
 <run>/metrics.csv        one row per evaluation: step, train loss means, test metrics, time
 <run>/samples/step_<n>.png   phone | enhanced | DSLR for a few test patches
 <run>/test_patches.json  the last evaluation's PSNR of every test patch (step, values in order)
@@ -132,17 +133,19 @@ def check(run_dir: Path, cfg: Config, resume: bool) -> None:
         )
 
 
-def prepare(run_dir: Path, cfg: Config, resume: bool, vgg_random: bool) -> None:
-    """Create (or, on resume, check) the run folder and record config and environment."""
+def prepare(
+    run_dir: Path, cfg: Config, resume: bool, vgg_random: bool, precision: str | None = None
+) -> None:
+    """Create (or, on resume, check) the run folder and record config and environment
+    (`precision`: the policy the run computes in, cfg.precision resolved)."""
     check(run_dir, cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(
-        run_dir / "environment.json", json.dumps(environment(cfg, vgg_random), indent=1).encode()
-    )
+    env = environment(cfg, vgg_random, precision or cfg.precision)
+    atomic_write(run_dir / "environment.json", json.dumps(env, indent=1).encode())
     atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
 
 
-def environment(cfg: Config, vgg_random: bool) -> dict:
+def environment(cfg: Config, vgg_random: bool, precision: str) -> dict:
     import keras
     import tensorflow as tf
 
@@ -163,7 +166,17 @@ def environment(cfg: Config, vgg_random: bool) -> dict:
         "deterministic": cfg.deterministic,
         "vgg_weights": cfg.vgg_weights,
         "vgg_random": vgg_random,
+        "precision": precision,
     }
+
+
+def run_precision(run_dir: Path) -> str:
+    """The precision a run computed in: what its environment.json records (`auto` resolved on
+    the machine that last started it), else its config's (runs recorded before it was)."""
+    try:
+        return json.loads((run_dir / "environment.json").read_text())["precision"]
+    except (OSError, KeyError, ValueError):
+        return load_config(run_dir).precision
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, str]]:

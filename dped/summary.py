@@ -42,11 +42,12 @@ def text(
     seed_noise: float = float("nan"),
     region_noise: float = float("nan"),
     tail: pd.DataFrame | None = None,
+    precisions: dict[str, int] | None = None,
 ) -> str:
     """summary.md: `identity` as recorded and its PSNR in the report's protocol; `earlier`:
     `verdicts.compare_verdicts`; `seed_noise` / `region_noise`: `verdicts.seed_pair_se` of the
     baseline, patches / regions of a photograph as draws; `tail`: `verdicts.in_tail` of the
-    effect curves."""
+    effect curves; `precisions`: how many runs computed in each precision."""
     lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
     if missing:
         lines += [
@@ -60,6 +61,7 @@ def text(
         notes = spec["profile_notes"].strip().replace("\n- ", "\n\n- ")
         lines += [f"## Scale ({spec['profile']} profile)", "", notes, "", f"Keys: {keys}.", ""]
         lines += _own_keys_lines(spec)
+    lines += _precision_lines(precisions or {})
     base_run = spec.get("baseline", "seed")
     lines += _results_lines(table, identity, identity_psnr)
     lines += _flattening_lines(table, base_run)
@@ -81,6 +83,23 @@ def text(
     if vgg_random:
         lines += ["Runs use random VGG-19 weights (vgg_random: true).", ""]
     return "\n".join(lines)
+
+
+def _precision_lines(precisions: dict[str, int]) -> list[str]:
+    """What the runs computed in (`precision: auto` chooses by the machine): one precision for
+    all, or a warning that runs compared here were made in different ones."""
+    if not precisions:
+        return []
+    if len(precisions) == 1:
+        ((name, count),) = precisions.items()
+        return [f"Precision as run: {name} in all {count} runs.", ""]
+    counts = ", ".join(f"{name} in {count}" for name, count in sorted(precisions.items()))
+    return [
+        f"**Precision as run differs between runs** ({counts}): runs made on machines of "
+        "different kinds (`precision: auto`) are compared here; their effects mix a change "
+        "with the precision.",
+        "",
+    ]
 
 
 def _own_keys_lines(spec: dict) -> list[str]:

@@ -32,6 +32,18 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def compute_precision(precision: str) -> str:
+    """The Keras policy a run computes in. `auto`: mixed_bfloat16 on a CPU-only machine whose
+    CPU computes bfloat16 natively (AVX512_BF16, AMX), float32 elsewhere: emulated bfloat16 is
+    slower than float32 (make bench, training section, measures both)."""
+    if precision != "auto":
+        return precision
+    from dped.inference.graphs import bfloat16_native
+
+    native = bfloat16_native() and not tf.config.list_physical_devices("GPU")
+    return "mixed_bfloat16" if native else "float32"
+
+
 class DPEDModel(tf.Module):
     """Generator, discriminator, frozen VGG-19 and both optimizers; `train_step` returns named losses."""
 
@@ -43,9 +55,10 @@ class DPEDModel(tf.Module):
         # One VGG-19 for every run, whatever its seed: at full scale every seed reads the same
         # ImageNet file, so random weights must not vary with the training seed either.
         vgg_weights, self.vgg_random = vgg.load_weights(cfg.vgg_weights)
+        self.precision = compute_precision(cfg.precision)
         # The policy applies to layers built under it; restore it so nothing else is affected.
         previous = keras.mixed_precision.global_policy()
-        keras.mixed_precision.set_global_policy(cfg.precision)
+        keras.mixed_precision.set_global_policy(self.precision)
         try:
             with self.strategy.scope():
                 self.generator = generator_from_config(cfg)
@@ -201,7 +214,7 @@ def train(
     model = DPEDModel(cfg)
     _check_batch_splits(cfg, model.strategy)
     with runs.lock(run_dir):  # before prepare: a second trainer must not rewrite the folder
-        runs.prepare(run_dir, cfg, resume, model.vgg_random)
+        runs.prepare(run_dir, cfg, resume, model.vgg_random, model.precision)
         try:
             _loop(cfg, model, files, run_dir, resume, progress)
         except tf.errors.OpError as err:

@@ -136,6 +136,7 @@ def test_a_run_records_config_environment_and_samples(tmp_path):
 
     env = json.loads((run / "environment.json").read_text())
     assert env["vgg_random"] is True and env["seed"] == cfg.seed
+    assert env["precision"] == cfg.precision == "float32"
     assert (run / "samples" / "step_000002.png").is_file()
     row = final_row(run)[-1]
     from dped.runs import read_patch_psnr

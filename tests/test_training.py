@@ -48,6 +48,24 @@ def test_one_step_changes_weights_and_lowers_the_generator_loss(name):
     assert float(after["generator"]) < float(before["generator"])
 
 
+@pytest.mark.parametrize("native, chosen", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_precision_computes_in_bfloat16_only_where_the_cpu_does_natively(
+    monkeypatch, native, chosen
+):
+    from dped import training
+    from dped.inference import graphs
+
+    monkeypatch.setattr(graphs, "bfloat16_native", lambda: native)
+    assert training.compute_precision("auto") == chosen
+    assert training.compute_precision("float32") == "float32"  # a given precision is kept
+    assert training.compute_precision("mixed_bfloat16") == "mixed_bfloat16"
+    cfg = preset("seed").replace(**SMALL_NETS, vgg_weights="random", precision="auto")
+    with pytest.warns(UserWarning, match="RANDOM weights"):
+        model = DPEDModel(cfg)
+    assert model.precision == chosen
+    assert model.generator.get_layer("conv2").compute_dtype == chosen.removeprefix("mixed_")
+
+
 def test_mixed_bfloat16_step_is_close_to_float32_and_leaves_the_policy_alone():
     import keras
 
