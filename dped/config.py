@@ -139,9 +139,7 @@ class Config:
     )
     seed: int = _f(0, "seed of every random draw (weights, data order, augmentation, swaps)")
     precision: Literal["float32", "mixed_bfloat16", "auto"] = _f(
-        "float32",
-        "compute dtype of the networks (bfloat16: CPUs with AVX512_BF16/AMX, TPUs); auto: "
-        "mixed_bfloat16 on a CPU that computes bfloat16 natively, float32 elsewhere",
+        "float32", "compute dtype (auto: mixed_bfloat16 on CPUs with AVX512_BF16/AMX; else float32)"
     )
     strategy: Literal["default", "mirrored", "multiworker"] = _f(
         "default", "tf.distribute strategy: one device, all local GPUs, or several machines"
