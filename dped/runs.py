@@ -133,14 +133,12 @@ def check(run_dir: Path, cfg: Config, resume: bool) -> None:
         )
 
 
-def prepare(
-    run_dir: Path, cfg: Config, resume: bool, vgg_random: bool, precision: str | None = None
-) -> None:
+def prepare(run_dir: Path, cfg: Config, resume: bool, vgg_random: bool, precision: str) -> None:
     """Create (or, on resume, check) the run folder and record config and environment
     (`precision`: the policy the run computes in, cfg.precision resolved)."""
     check(run_dir, cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    env = environment(cfg, vgg_random, precision or cfg.precision)
+    env = environment(cfg, vgg_random, precision)
     atomic_write(run_dir / "environment.json", json.dumps(env, indent=1).encode())
     atomic_write(run_dir / "config.yaml", cfg.to_yaml().encode())
 
