@@ -32,8 +32,12 @@ def cpu_model() -> str:
 
 # Widest first. One model name covers CPUs far apart in speed (cloud hosts report "AMD EPYC"
 # for an AVX2-only and an AVX512-BF16 generation alike), so records are kept apart by this too.
-ISA_TIERS = (("amx_bf16", "amx"), ("avx512_bf16", "avx512-bf16"), ("avx512f", "avx512"))
-ISA_TIERS += (("avx2", "avx2"),)
+ISA_TIERS = (
+    ("amx_bf16", "amx"),
+    ("avx512_bf16", "avx512-bf16"),
+    ("avx512f", "avx512"),
+    ("avx2", "avx2"),
+)
 
 
 def isa(flags: str | None = None) -> str:
