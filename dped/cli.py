@@ -352,7 +352,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.verbose:  # read when TensorFlow is imported, which no command has done yet
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         code = args.func(args)
     except KeyboardInterrupt as err:  # the cleanup of every `finally` and `with` has run
@@ -368,7 +368,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"dped: error: {error_line(err)}", file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return code or 0
 
 
@@ -377,8 +378,35 @@ class Terminated(KeyboardInterrupt):
     and temporary files removed) instead of dying on the spot."""
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+# Ctrl-C and SIGTERM unwind, so that every `finally` and `with` cleans up; but a cleanup that
+# hangs (a Dask cluster that will not close, the interpreter's exit joining its threads) must not
+# keep the user's terminal. This long after the signal the process leaves as it is: outputs are
+# written atomically, so that leaves nothing half-written.
+UNWIND_SECONDS = 60.0
+
+
+def _on_signal(signum, frame):
+    code = 143 if signum == signal.SIGTERM else 130
+    if not getattr(_on_signal, "armed", False):
+        import threading
+
+        _on_signal.armed = True
+        timer = threading.Timer(UNWIND_SECONDS, _leave, args=(code,))
+        timer.daemon = True  # a prompt unwind must not wait for it
+        timer.start()
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _leave(code: int) -> None:
+    import os
+
+    print(
+        f"dped: cleanup still running {UNWIND_SECONDS:.0f} s after the signal: leaving without it"
+        " (outputs are written atomically: nothing half-written)",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -304,5 +304,45 @@ def test_ctrl_c_in_make_reproduce_stops_every_sweep_not_only_the_running_one(tmp
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+# A command whose cleanup never ends (as a Dask cluster that will not close once did, in a run
+# of the test above): the bounded unwind of dped.cli, shortened to a second.
+STUCK_CLEANUP = """
+import argparse, sys, time
+from dped import cli
+cli.UNWIND_SECONDS = 1.0
+def stuck(args):
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    finally:
+        while True:
+            time.sleep(0.05)
+sys.exit(cli._run(argparse.Namespace(verbose=False, func=stuck)))
+"""
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_cleanup_that_hangs_after_ctrl_c_does_not_keep_the_terminal(sig, code):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STUCK_CLEANUP],
+        cwd=REPO,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == (
+        "dped: cleanup still running 1 s after the signal: leaving without it"
+        " (outputs are written atomically: nothing half-written)"
+    )
+
+
 def _listing(folder: Path) -> dict[str, int]:
     return {str(p): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
