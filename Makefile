@@ -63,7 +63,7 @@ bench: setup ## speed on this machine -> results/bench/<machine>.json + .md (ORI
 sweep: setup ## papermill sweep: make sweep EXP=experiments/ablations.yaml PROFILE=cpu [WORKERS=2 | SCHEDULER=tcp://host:8786]
 	$(BIN)/dped sweep $(EXP) --profile $(PROFILE) $(EXECUTOR)
 
-reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds, `seed` 6; 2 local workers unless WORKERS/SCHEDULER), PSNR plots, summary.md
+reproduce: setup ## fresh clone -> mini dataset, both sweeps (cpu, 3 seeds; 2 local workers unless WORKERS/SCHEDULER), PSNR plots, summary.md
 	$(MAKE) data
 	@# One queue for every experiment: no worker idles through an experiment's last run.
 	$(BIN)/dped sweep $(EXPERIMENTS) --profile $(PROFILE) --results $(RESULTS) $(or $(strip $(EXECUTOR)),--workers 2)

@@ -72,8 +72,7 @@ def test_the_ablations_revert_each_readme_modification_inside_the_seed():
     seeds = {}
     for j in jobs:
         seeds.setdefault(j.name.rsplit("-s", 1)[0], []).append(j.config.seed)
-    # three seeds: effects with a spread; the baseline six: its own spread is the headline's
-    assert seeds.pop("seed") == [0, 1, 2, 3, 4, 5]
+    # three seeds each: effects with a spread (more seeds of `seed`: experiments/unseen.yaml)
     assert all(s == [0, 1, 2] for s in seeds.values())
     seed = configs["seed"]
     assert configs["paper"].norm == "instance" and configs["paper"].w_content == 10
