@@ -80,11 +80,12 @@ def psnr_curves(
         label: curve_stats([f] if isinstance(f, (str, Path)) else f, metric)
         for label, f in run_dirs.items()
     }
+    columns = min(columns, len(stats))  # one run (a spread over seeds): one panel, not a row
     rows = -(-len(stats) // columns)
     fig, axes = plt.subplots(
         rows,
         columns,
-        figsize=(3.2 * columns, 2.6 * rows + 0.6),
+        figsize=(max(3.2 * columns, 5.0), 2.6 * rows + 0.6),
         sharex=True,
         sharey=True,
         squeeze=False,

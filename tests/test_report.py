@@ -95,6 +95,14 @@ def test_build_writes_the_summary_numbers_and_figures(tmp_path):
     assert built.figures["psnr_curves"].axes[0].get_title() == "seed (3 seeds)"
 
 
+def test_an_experiment_of_one_run_draws_one_panel_not_a_row_of_empty_ones(tmp_path):
+    results = write_sweep(tmp_path, {"seed": {0: 21.0, 1: 22.0, 2: 23.0}})
+    built = report.build(results)
+    panels = [ax for ax in built.figures["psnr_curves"].axes if ax.axison]
+    assert len(built.figures["psnr_curves"].axes) == len(panels) == 1
+    assert panels[0].get_title() == "seed (3 seeds)"
+
+
 def test_verdicts_are_read_at_every_evaluation_of_the_last_30_percent(tmp_path):
     results = write_sweep(
         tmp_path,
