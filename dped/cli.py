@@ -6,6 +6,7 @@ import argparse
 import json
 import signal
 import sys
+import threading
 from dataclasses import fields
 
 from dped.config import Config, ConfigError, parse_override, resolve
@@ -385,12 +386,13 @@ class Terminated(KeyboardInterrupt):
 UNWIND_SECONDS = 60.0
 
 
+_UNWINDING = threading.Event()  # set by the first signal: one deadline, however many follow
+
+
 def _on_signal(signum, frame):
     code = 143 if signum == signal.SIGTERM else 130
-    if not getattr(_on_signal, "armed", False):
-        import threading
-
-        _on_signal.armed = True
+    if not _UNWINDING.is_set():
+        _UNWINDING.set()
         timer = threading.Timer(UNWIND_SECONDS, _leave, args=(code,))
         timer.daemon = True  # a prompt unwind must not wait for it
         timer.start()
