@@ -92,6 +92,11 @@ def experiment_problems(spec, profile: str, path: Path) -> list[str]:
     elif chosen and len(set(chosen)) < len(chosen):
         problems.append(f"seeds: {profile}: a seed is given twice in {chosen}")
     problems += _baseline_seeds_problems(spec, profile, chosen)
+    for key in ("compare", "held_longer"):  # other sweeps the report sets beside this one
+        if key in spec and not (
+            isinstance(spec[key], dict) and all(isinstance(v, str) for v in spec[key].values())
+        ):
+            problems.append(f"{key}: expected profile -> results folder, got {spec[key]!r}")
     baseline = spec.get("baseline")
     source = spec.get("baseline_from")
     if source:

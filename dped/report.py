@@ -1,8 +1,8 @@
 """The report of a sweep, from its run folders alone: the final-metric table (mean +- spread over
 seeds, against the identity, with the evaluation's own noise), the learning curves, each
-change's effect and verdict (beside an earlier sweep's, when the experiment names one), written
-as results/<experiment>/summary.md, psnr_curves.png, effects.png and effect_curves.png (the
-effects themselves: dped/verdicts.py). Words: "identity" is the phone patch returned unchanged
+change's effect and verdict (beside an earlier sweep's, and beside the same runs held longer,
+when the experiment names such sweeps), written as results/<experiment>/summary.md,
+psnr_curves.png, effects.png and effect_curves.png (the effects themselves: dped/verdicts.py). Words: "identity" is the phone patch returned unchanged
 (what a model must beat); "baseline" is the run every change is measured from (the experiment's
 `baseline`, `seed`). `dped report RESULTS_DIR`, the sweep and the psnr-plots notebook all call
 `build`; pandas + matplotlib only.
@@ -35,6 +35,7 @@ from dped.verdicts import (
     compare_verdicts,
     effect_curves,
     effects,
+    held_longer,
     in_tail,
     patch_regions,
     psnr_of,
@@ -198,6 +199,7 @@ class Report:
     effect_curves: pd.DataFrame  # each change's effect at every evaluation
     identity: dict | None
     earlier: pd.DataFrame | None  # compare_verdicts with the experiment's `compare` sweep
+    longer: pd.DataFrame | None  # verdicts.held_longer by the experiment's `held_longer` sweep
     summary: Path
     figures: dict  # name -> matplotlib Figure, saved as <name>.png
 
@@ -227,7 +229,7 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
     tail = in_tail(over_time)
     cfg = load_config(runs["folder"].iloc[0])
     ident_psnr = ident.get(PSNR, ident["psnr"]) if ident else None
-    earlier = _earlier(spec, effect)
+    earlier, longer = _earlier(spec, effect), _longer(spec, runs, effect)
     curves = runs.groupby("run", sort=False)["folder"].apply(list).to_dict()
     name = spec["name"]
     figures = {
@@ -263,10 +265,11 @@ def build(results: str | Path, out: str | Path | None = None) -> Report:
         seed_pair_se(runs, base_run, regions) if regions is not None else float("nan"),
         tail,
         runs["precision"].value_counts().to_dict(),
+        longer,
     )
     atomic_write(out / "summary.md", text.encode())
     return Report(
-        results, runs, table, effect, over_time, ident, earlier, out / "summary.md", figures
+        results, runs, table, effect, over_time, ident, earlier, longer, out / "summary.md", figures
     )
 
 
@@ -279,3 +282,18 @@ def _earlier(spec: dict, effect: pd.DataFrame) -> pd.DataFrame | None:
     old_runs = collect_experiment(folder)
     base_run, labels = experiment(folder)
     return compare_verdicts(effect, effects(old_runs, base_run, labels))
+
+
+def _longer(spec: dict, runs: pd.DataFrame, effect: pd.DataFrame) -> pd.DataFrame | None:
+    """The experiment's `held_longer: {profile: folder}`: a sweep of some of its runs, same
+    seeds, more iterations (what training on moves); None when it names none, empty when that
+    sweep has no finished run (summary.md says so)."""
+    folder = (spec.get("held_longer") or {}).get(spec["profile"])
+    if not folder:
+        return None
+    folder = project_root() / folder
+    other = collect_experiment(folder) if (folder / "experiment.yaml").is_file() else None
+    if other is None or other.empty:
+        return pd.DataFrame()
+    base_run, labels = experiment(folder)
+    return held_longer(runs, effect, other, effects(other, base_run, labels))

@@ -1,6 +1,7 @@
 """The text of a sweep's summary.md, from the tables `report.build` computes: the scale, the
 final metrics against the identity, the spread over seeds beside the evaluation's own noise, each
-change's effect and verdict, and the verdicts of an earlier sweep beside them."""
+change's effect and verdict, the verdicts of an earlier sweep beside them, and what holding the
+runs longer moved."""
 
 from __future__ import annotations
 
@@ -43,11 +44,13 @@ def text(
     region_noise: float = float("nan"),
     tail: pd.DataFrame | None = None,
     precisions: dict[str, int] | None = None,
+    longer: pd.DataFrame | None = None,
 ) -> str:
     """summary.md: `identity` as recorded and its PSNR in the report's protocol; `earlier`:
     `verdicts.compare_verdicts`; `seed_noise` / `region_noise`: `verdicts.seed_pair_se` of the
     baseline, patches / regions of a photograph as draws; `tail`: `verdicts.in_tail` of the
-    effect curves; `precisions`: how many runs computed in each precision."""
+    effect curves; `precisions`: how many runs computed in each precision; `longer`:
+    `verdicts.held_longer` by the experiment's `held_longer` sweep."""
     lines = [f"# {spec['name']}: final test metrics ({spec['profile']} profile)", ""]
     if missing:
         lines += [
@@ -64,7 +67,9 @@ def text(
     lines += _precision_lines(precisions or {})
     base_run = spec.get("baseline", "seed")
     lines += _results_lines(table, identity, identity_psnr)
+    longer_folder = (spec.get("held_longer") or {}).get(spec["profile"])
     lines += _flattening_lines(table, base_run)
+    lines += _longer_flattening_lines(table, base_run, longer, longer_folder)
     lines += _seed_noise_lines(table, base_run, seed_noise, region_noise)
     if not effect.empty:  # an experiment whose runs revert nothing has no effects to tabulate
         lines += _effect_lines(effect, table, base_run)
@@ -72,6 +77,8 @@ def text(
         lines += _settled_lines(tail)
     if earlier is not None:
         lines += _earlier_lines(earlier, spec["compare"][spec["profile"]])
+    if longer is not None:
+        lines += _longer_lines(longer, longer_folder)
     lines += ["", "![PSNR curves](psnr_curves.png)", ""]
     if not effect.empty:
         lines += [
@@ -172,6 +179,69 @@ def _flattening_lines(table: pd.DataFrame, base_run: str) -> list[str]:
         f"`{base_run}` gains {tail:.2f} dB there, against a spread of {spread:.2f} dB: "
         + ("flattened." if flat else "**not flattened** at this length."),
     ]
+
+
+def _longer_flattening_lines(
+    table: pd.DataFrame, base_run: str, longer: pd.DataFrame | None, folder: str | None
+) -> list[str]:
+    """The rule's question measured instead of estimated: the same seeds of the baseline held
+    longer, what training on moved its final PSNR against the spread over seeds."""
+    if longer is None or longer.empty or base_run not in set(longer["run"]):
+        return []
+    r = longer.set_index("run").loc[base_run]
+    spread = table.loc[base_run][("psnr", "std")]
+    flat = abs(r["moved_db"]) < spread
+    moved = fmt(r["moved_db"], r["moved_spread_db"], 2, seeds=r["seeds"])
+    return [
+        "",
+        f"Measured instead of estimated: {folder} holds `{base_run}` to "
+        f"{int(r['steps_longer']):,} iterations with {int(r['seeds'])} of these seeds. Training on "
+        f"from {int(r['steps']):,} moves its final PSNR by {moved} dB (paired by seed), "
+        + (
+            f"less than the spread over seeds here ({spread:.2f} dB): **flattened** by this "
+            "direct test: training on moves the result less than another seed does."
+            if flat
+            else f"not less than the spread over seeds here ({spread:.2f} dB): **not flattened** "
+            "by this direct test either."
+        ),
+    ]
+
+
+def _longer_lines(longer: pd.DataFrame, folder: str) -> list[str]:
+    """Each run held longer: its final PSNR at both lengths, and a change's verdict at both."""
+    if longer.empty:
+        return ["", f"## Held longer in {folder}", "", f"{folder} has no finished run yet."]
+    steps = f"{int(longer['steps'].max()):,}"
+    lines = [
+        "",
+        f"## Held longer in {folder}: the same runs and seeds, more iterations",
+        "",
+        "PSNR: mean over the seeds both lengths ran; moved: the longer run's final PSNR minus "
+        "this one's, paired by seed; effect and verdict as above, at each length.",
+        "",
+        f"| run | seeds | iterations there | PSNR at {steps} | PSNR there | moved (dB) | effect at "
+        f"{steps} | verdict | effect there | verdict there |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for _, r in longer.iterrows():
+        seeds = r["seeds"]
+        effect = (
+            ["—"] * 4
+            if pd.isna(r["effect_db"])
+            else [
+                fmt(r["effect_db"], r["spread_db"], 2, seeds=seeds),
+                r["verdict"],
+                fmt(r["effect_db_longer"], r["spread_db_longer"], 2, seeds=seeds),
+                r["verdict_longer"],
+            ]
+        )
+        lines.append(
+            f"| {r['run']} | {seeds} | {int(r['steps_longer']):,} | {r['psnr']:.2f} | "
+            f"{r['psnr_longer']:.2f} | {fmt(r['moved_db'], r['moved_spread_db'], 2, seeds=seeds)} | "
+            + " | ".join(effect)
+            + " |"
+        )
+    return lines
 
 
 def _seed_noise_lines(

@@ -142,6 +142,40 @@ def _outcome(was, now) -> str:
     return "survives" if was == now else "flips"
 
 
+def held_longer(
+    runs: pd.DataFrame, effect: pd.DataFrame, longer: pd.DataFrame, longer_effect: pd.DataFrame
+) -> pd.DataFrame:
+    """Each run that another sweep holds longer (same run name and seeds, more iterations): its
+    final PSNR at both lengths on the seeds both ran, what training on moved it (paired by seed:
+    `moved_db` +- `moved_spread_db`), and a change's effect and verdict at both lengths."""
+    here = runs.pivot_table(index="seed", columns="run", values="psnr")
+    there = longer.pivot_table(index="seed", columns="run", values="psnr")
+    rows = []
+    for run in (r for r in dict.fromkeys(runs["run"]) if r in there):  # this sweep's order
+        seeds = here[run].dropna().index.intersection(there[run].dropna().index)
+        if len(seeds):
+            moved = there.loc[seeds, run] - here.loc[seeds, run]
+            rows.append(
+                {
+                    "run": run,
+                    "seeds": len(seeds),
+                    "steps": runs.loc[runs["run"] == run, "steps"].max(),
+                    "steps_longer": longer.loc[longer["run"] == run, "steps"].max(),
+                    "psnr": here.loc[seeds, run].mean(),
+                    "psnr_longer": there.loc[seeds, run].mean(),
+                    "moved_db": moved.mean(),
+                    "moved_spread_db": moved.std(),
+                }
+            )
+    columns = ["run", "seeds", "steps", "steps_longer", "psnr", "psnr_longer", "moved_db"]
+    both = pd.DataFrame(rows, columns=[*columns, "moved_spread_db"])
+    keep = ["run", "modification", "effect_db", "spread_db", "verdict"]
+    verdicts = effect[keep].merge(
+        longer_effect[keep[:1] + keep[2:]], on="run", suffixes=("", "_longer")
+    )
+    return both.merge(verdicts, on="run", how="left")
+
+
 def patch_regions(runs: pd.DataFrame):
     """A region label per test patch (`evaluation.region_labels`) of the dataset the runs name,
     if it says where its patches were cut and has as many as the runs were evaluated on; else

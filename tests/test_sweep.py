@@ -316,6 +316,17 @@ def test_the_baseline_can_train_with_more_seeds_than_the_runs_it_is_compared_wit
     assert experiment.run_seeds(spec, "b") == [0]
 
 
+@pytest.mark.parametrize("key", ["compare", "held_longer"])
+def test_sweeps_set_beside_this_one_are_named_by_profile(tmp_path, key):
+    spec = yaml.safe_load(GOOD)
+    good = {**spec, key: {"cpu": "results/longer"}}
+    assert experiment.experiment_problems(good, "cpu", tmp_path / "x.yaml") == []
+    bad = {**spec, key: "results/longer"}
+    assert experiment.experiment_problems(bad, "cpu", tmp_path / "x.yaml") == [
+        f"{key}: expected profile -> results folder, got 'results/longer'"
+    ]
+
+
 @pytest.mark.parametrize(
     "given, problem",
     [
