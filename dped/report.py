@@ -2,10 +2,10 @@
 seeds, against the identity, with the evaluation's own noise), the learning curves, each
 change's effect and verdict (beside an earlier sweep's, and beside the same runs held longer,
 when the experiment names such sweeps), written as results/<experiment>/summary.md,
-psnr_curves.png, effects.png and effect_curves.png (the effects themselves: dped/verdicts.py). Words: "identity" is the phone patch returned unchanged
-(what a model must beat); "baseline" is the run every change is measured from (the experiment's
-`baseline`, `seed`). `dped report RESULTS_DIR`, the sweep and the psnr-plots notebook all call
-`build`; pandas + matplotlib only.
+psnr_curves.png, effects.png and effect_curves.png (the effects themselves: dped/verdicts.py).
+Words: "identity" is the phone patch returned unchanged (what a model must beat); "baseline" is
+the run every change is measured from (the experiment's `baseline`, `seed`). `dped report
+RESULTS_DIR`, the sweep and the psnr-plots notebook all call `build`; pandas + matplotlib only.
 """
 
 from __future__ import annotations
