@@ -251,6 +251,17 @@ def test_runs_held_longer_measure_what_training_on_moves(tmp_path, monkeypatch):
     assert "**not flattened** at this length" in text
     assert "moves its final PSNR by 0.05 +- 0.21 dB (paired by seed), less than the spread" in text
     assert "| seed-a | 2 | 2,000 | 19.60 | 21.50 | 1.90 +- 0.14 | 0.90 +- 0.14 | helps |" in text
+    # A curve that training on still lifts by more than another seed moves it.
+    write_sweep(tmp_path / "rising", {"seed": {0: 23.0, 1: 24.0}}, iters=2000)
+    results = write_sweep(
+        tmp_path,
+        {"seed": {0: 20.0, 1: 21.0}},
+        name="mini3",
+        extra={"held_longer": {"cpu": "rising/mini"}},
+    )
+    text = report.build(results).summary.read_text()
+    assert "moves its final PSNR by 3.00 +- 0.00 dB (paired by seed), not less than" in text
+    assert "**not flattened** by this direct test either" in text
 
 
 def test_a_borrowed_baseline_and_a_baseline_recorded_beside_older_runs(tmp_path):
